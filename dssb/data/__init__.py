@@ -1,0 +1,34 @@
+"""Data layer of dssb: the four Distilling step-by-step datasets as seqio tasks.
+
+Paper: Hsieh et al. 2023, "Distilling step-by-step" (arXiv 2305.02301), Sec. 3
+and Appendix A.1; data layout of the official release
+(github.com/google-research/distilling-step-by-step, `datasets.zip`).
+
+Modules (one concern each):
+  sources        locate the data (DSSB_DATA_DIR), download + verify, readers
+  teacher_outputs  parse teacher completions into (rationale, label) + failures
+  splits         official fractions / 10% validation carve-out; assembled rows
+  metrics        exact match and safe SVAMP equation accuracy (seqio metric fns)
+  preprocess     task prefixes, target formats, tokenization with the NLI eos join
+  vocab          SentencePiece vocabulary (path or DSSB_VOCAB); train_vocab
+  tasks          the only seqio registration site (get_task_name, ...)
+  tfds_builder   TFDS builder `dss` that writes the rows as sharded records
+  __main__       CLI: describe, download, train_vocab
+
+TensorFlow is only an input pipeline here: its log noise is silenced and it is
+kept off GPUs/TPUs so that it never competes with JAX. Import `dssb.data`
+before anything else imports TensorFlow for the environment settings to apply.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+for _kind in ('GPU', 'TPU'):
+  try:
+    tf.config.set_visible_devices([], _kind)
+  except (RuntimeError, ValueError):  # Already initialized, or no such kind.
+    pass

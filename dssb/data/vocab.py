@@ -1,0 +1,95 @@
+"""SentencePiece vocabularies for the tasks (paper Sec. 4: T5 tokenizer).
+
+Real runs use the T5 vocabulary,
+gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model. For CPU work
+without it, `train_vocab` trains a small SentencePiece model on one dataset's
+training text (inputs, gold labels, teacher rationales and labels) with the T5
+special ids pad=0, eos=1, unk=2 and no bos:
+
+    python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 \\
+        --out /tmp/svamp_1000.model
+
+Tasks take `vocab_path`, else $DSSB_VOCAB.
+"""
+
+import functools
+import json
+import os
+import tempfile
+
+import seqio
+import sentencepiece as spm
+
+from dssb.data import sources
+from dssb.data import splits
+
+VOCAB_ENV = 'DSSB_VOCAB'
+T5_VOCAB = 'gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model'
+
+
+def resolve_vocab_path(vocab_path: str | None = None) -> str:
+  """`vocab_path`, else $DSSB_VOCAB; raises naming both ways to set it."""
+  path = vocab_path or os.environ.get(VOCAB_ENV)
+  if not path:
+    raise ValueError(
+        f'No vocabulary: pass vocab_path or set {VOCAB_ENV} to a SentencePiece '
+        f'model (real runs: {T5_VOCAB}; on CPU train one with `python -m '
+        'dssb.data train_vocab --dataset NAME --vocab_size 1000 --out '
+        'PATH.model`).')
+  return path
+
+
+@functools.lru_cache(maxsize=None)
+def get_vocabulary(vocab_path: str | None = None) -> seqio.SentencePieceVocabulary:
+  """seqio vocabulary of a SentencePiece model (path or $DSSB_VOCAB)."""
+  return seqio.SentencePieceVocabulary(resolve_vocab_path(vocab_path))
+
+
+def training_text(dataset: str, teacher: str | None = 'palm',
+                  data_dir: str | None = None) -> list[str]:
+  """Lines to train a vocabulary on: the train file's texts (all rows)."""
+  lines = []
+  for row in splits.source_rows(dataset, 'train', teacher, data_dir):
+    lines.extend(row['input'].replace(sources.EOS_JOIN, ' ').split('\n'))
+    lines.append(row['label'])
+    if teacher is not None:
+      lines.append(row['teacher_rationale'])
+      lines.append(row['teacher_label'])
+  return [l for l in (x.strip() for x in lines) if l]
+
+
+def train_vocab(dataset: str, vocab_size: int, out_path: str, *,
+                teacher: str | None = 'palm', data_dir: str | None = None,
+                force: bool = False) -> str:
+  """Trains a SentencePiece model (pad 0, eos 1, unk 2) on `dataset`'s text.
+
+  Cached by path: if `out_path` exists and was trained with the same settings
+  (recorded in `out_path + '.json'`) it is returned as is. Returns out_path.
+  """
+  sources.check_dataset(dataset)
+  settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher}
+  meta_path = out_path + '.json'
+  if not force and os.path.exists(out_path) and os.path.exists(meta_path):
+    with open(meta_path, encoding='utf-8') as f:
+      if json.load(f) == settings:
+        return out_path
+  lines = training_text(dataset, teacher, data_dir)
+  out_dir = os.path.dirname(os.path.abspath(out_path))
+  os.makedirs(out_dir, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+    text_path = os.path.join(tmp, 'text.txt')
+    with open(text_path, 'w', encoding='utf-8') as f:
+      f.write('\n'.join(lines) + '\n')
+    if hasattr(spm, 'set_random_generator_seed'):
+      spm.set_random_generator_seed(0)
+    spm.SentencePieceTrainer.train(
+        input=text_path, model_prefix=os.path.join(tmp, 'spm'),
+        vocab_size=vocab_size, model_type='unigram', character_coverage=1.0,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        input_sentence_size=2_000_000, shuffle_input_sentence=True,
+        num_threads=os.cpu_count() or 1, minloglevel=2)
+    os.replace(os.path.join(tmp, 'spm.model'), out_path)
+  with open(meta_path, 'w', encoding='utf-8') as f:
+    json.dump(settings, f)
+  get_vocabulary.cache_clear()
+  return out_path

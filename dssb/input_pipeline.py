@@ -1,0 +1,141 @@
+"""Batches for the trainer: a seqio task read once into memory, then a pure function of the step.
+
+Why not a streaming tf.data pipeline: exact resume. The training order is fixed by (seed, epoch):
+epoch e visits the examples in `default_rng([seed, e]).permutation(n)`, and global step s takes
+the rows s*B .. s*B+B-1 of that endless sequence. A resumed run therefore sees exactly the
+examples it would have seen, and the only pipeline state to checkpoint is the step. Each host
+builds only its own rows of the global batch (rows [i*B/P, (i+1)*B/P) on host i of P).
+
+Tokenisation, prefixes and EOS come from the seqio task; the feature conversion below is the
+unpacked EncDecFeatureConverter (decoder inputs = targets shifted right with 0). Distilling
+step-by-step examples carry two (inputs, targets) pairs, turned into two sub-batches of the same
+rows, 'label' and 'rationale', so both losses are computed on the same examples in one step.
+"""
+
+import dataclasses
+import logging
+from typing import Dict, Iterator, Mapping, Optional, Tuple
+
+import numpy as np
+
+# (batch key, input feature, target feature)
+PAIRS = (('label', 'inputs', 'targets'),
+         ('rationale', 'rationale_inputs', 'rationale_targets'))
+
+
+@dataclasses.dataclass
+class Examples:
+  """Tokenised examples of one split: per feature, one int32 array per example (EOS included)."""
+  tokens: Dict[str, list]
+  texts: Dict[str, list]       # *_pretokenized strings where the task keeps them
+  truncated: Dict[str, int]    # how many examples were cut per feature
+
+  def __len__(self):
+    return len(next(iter(self.tokens.values())))
+
+  @property
+  def pairs(self):
+    return tuple(p for p in PAIRS if p[1] in self.tokens and p[2] in self.tokens)
+
+
+def load_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]) -> Examples:
+  """Reads a seqio task split in its fixed order; counts and reports examples cut to length."""
+  import seqio  # pylint: disable=g-import-not-at-top  (slow import, TF)
+  task = seqio.get_mixture_or_task(task_name)
+  keys = [k for k in feature_lengths if k in task.output_features]
+  ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1,
+                        use_cached=False, trim_output_features=False)
+  tokens = {k: [] for k in keys}
+  texts = {k: [] for k in keys}
+  truncated = {k: 0 for k in keys}
+  for ex in ds.as_numpy_iterator():
+    for k in keys:
+      ids = np.asarray(ex[k], np.int32)
+      length = feature_lengths[k]
+      if len(ids) > length:  # keep EOS last, as seqio's append_eos_after_trim does
+        truncated[k] += 1
+        ids = np.concatenate([ids[:length - 1], ids[-1:]])
+      tokens[k].append(ids)
+      text = ex.get(f'{k}_pretokenized')
+      texts[k].append(text.decode() if isinstance(text, bytes) else text)
+  if not tokens[keys[0]]:
+    raise ValueError(f'task {task_name!r} split {split!r} has no examples')
+  for k, n in truncated.items():
+    if n:
+      logging.warning('%s/%s: %d of %d examples cut to %s=%d tokens', task_name, split, n,
+                      len(tokens[k]), k, feature_lengths[k])
+  return Examples(tokens, texts, truncated)
+
+
+def _pad(rows, length):
+  out = np.zeros((len(rows), length), np.int32)
+  for i, ids in enumerate(rows):
+    out[i, :len(ids)] = ids
+  return out
+
+
+def encdec_batch(examples: Examples, indices, feature_lengths) -> Dict[str, Dict[str, np.ndarray]]:
+  """Unpacked encoder-decoder features for the given example indices (-1: an empty row)."""
+  batch = {}
+  for name, inp, tgt in examples.pairs:
+    pick = lambda key: [examples.tokens[key][i] if i >= 0 else np.zeros(0, np.int32)
+                        for i in indices]
+    targets = _pad(pick(tgt), feature_lengths[tgt])
+    batch[name] = {
+        'encoder_input_tokens': _pad(pick(inp), feature_lengths[inp]),
+        'decoder_target_tokens': targets,
+        'decoder_input_tokens': np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+        'decoder_loss_weights': (targets > 0).astype(np.float32),
+    }
+  return batch
+
+
+def train_indices(num_examples: int, step: int, global_batch_size: int, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> np.ndarray:
+  """This host's example indices for one global step (see the module docstring)."""
+  if global_batch_size % process_count:
+    raise ValueError(f'batch_size {global_batch_size} does not split over {process_count} hosts')
+  per_host = global_batch_size // process_count
+  rows = step * global_batch_size + process_index * per_host + np.arange(per_host)
+  epochs, within = np.divmod(rows, num_examples)
+  out = np.empty(per_host, np.int64)
+  for epoch in np.unique(epochs):
+    perm = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
+    sel = epochs == epoch
+    out[sel] = perm[within[sel]]
+  return out
+
+
+def train_batches(examples: Examples, feature_lengths, global_batch_size: int, seed: int,
+                  start_step: int, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[Tuple[int, dict]]:
+  """(step, host-local batch) from start_step on, forever."""
+  step = start_step
+  while True:
+    idx = train_indices(len(examples), step, global_batch_size, seed, process_index,
+                        process_count)
+    yield step, encdec_batch(examples, idx, feature_lengths)
+    step += 1
+
+
+def eval_batches(examples: Examples, feature_lengths, global_batch_size: int,
+                 process_index: int = 0, process_count: int = 1,
+                 limit: Optional[int] = None) -> Iterator[Tuple[np.ndarray, dict]]:
+  """(global example indices, host-local batch) in order; the last batch is filled with -1 rows."""
+  n = len(examples) if limit is None else min(limit, len(examples))
+  per_host = global_batch_size // process_count
+  for start in range(0, n, global_batch_size):
+    idx = np.arange(start, start + global_batch_size)
+    idx = np.where(idx < n, idx, -1)
+    local = idx[process_index * per_host:(process_index + 1) * per_host]
+    yield idx, encdec_batch(examples, local, feature_lengths)
+
+
+def padding_fraction(batch: Mapping[str, Mapping[str, np.ndarray]]) -> float:
+  """Share of token slots that hold padding, over all sub-batches and both sides."""
+  total = filled = 0
+  for part in batch.values():
+    for key in ('encoder_input_tokens', 'decoder_target_tokens'):
+      total += part[key].size
+      filled += int((part[key] > 0).sum())
+  return 1.0 - filled / max(total, 1)

@@ -1,0 +1,64 @@
+"""Command line of the trainer, t5x's flag habits: --gin_file=F (repeatable), --gin.KEY=VALUE.
+
+Multi-host: on TPU pods pass --multihost (JAX finds its peers); elsewhere pass
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I on every host.
+"""
+
+import argparse
+import inspect
+import os
+import sys
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'gin')
+
+
+def parse_gin(gin_files, bindings):
+  """Parses gin files (searched in ./ and the repo's gin/) and KEY=VALUE bindings."""
+  import gin  # pylint: disable=g-import-not-at-top
+  for path in ('', GIN_DIR):
+    gin.add_config_file_search_path(path)
+  gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+
+
+def run(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  parser = argparse.ArgumentParser(prog='python -m dssb.train', description=__doc__)
+  parser.add_argument('--gin_file', action='append', default=[], help='gin file (repeatable)')
+  parser.add_argument('--multihost', action='store_true', help='jax.distributed on a TPU pod')
+  parser.add_argument('--coordinator_address', default=os.environ.get('DSSB_COORDINATOR'))
+  parser.add_argument('--num_processes', type=int)
+  parser.add_argument('--process_id', type=int)
+  args, rest = parser.parse_known_args(argv)
+  bindings = []
+  for arg in rest:
+    if not arg.startswith('--gin.') or '=' not in arg:
+      parser.error(f'unknown argument {arg!r}; gin settings are written --gin.KEY=VALUE')
+    bindings.append(arg[len('--gin.'):])
+  if not args.gin_file:
+    parser.error('give at least one --gin_file (e.g. --gin_file=gin/cpu/svamp_step_by_step.gin)')
+
+  import jax  # pylint: disable=g-import-not-at-top
+  if args.multihost:
+    jax.distributed.initialize()
+  elif args.coordinator_address:
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+
+  import gin  # pylint: disable=g-import-not-at-top
+  from dssb import train as train_lib  # pylint: disable=g-import-not-at-top
+  parse_gin(args.gin_file, bindings)
+  configured = gin.get_configurable(train_lib.train)
+  missing = [name for name, p in inspect.signature(train_lib.train).parameters.items()
+             if p.default is inspect.Parameter.empty]
+  try:
+    return configured()
+  except TypeError as e:
+    unset = [m for m in missing if f"'{m}'" in str(e)]
+    if 'required' not in str(e) or not unset:
+      raise
+    raise SystemExit('gin: required setting(s) not given: '
+                     + ', '.join(f'train.{m}' for m in unset)
+                     + '. Set them in a gin file or with --gin.train.NAME=VALUE') from e
+
+
+if __name__ == '__main__':
+  run()

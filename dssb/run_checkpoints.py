@@ -1,0 +1,80 @@
+"""Orbax checkpoints of a training run: the last N for resume, and the best on validation.
+
+MODEL_DIR/checkpoints/<step>/ holds {'state': TrainState, 'meta': json}; MODEL_DIR/best/<step>/
+holds the same for the step with the best validation score. 'meta' records the model config,
+the data seed and the validation score, so a resume can refuse a MODEL_DIR that belongs to a
+different model, and the pipeline position (the step) comes back with the weights.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class RunCheckpoints:
+  """Two orbax CheckpointManagers (latest, best) behind save / restore calls."""
+
+  def __init__(self, model_dir: str, keep: int, async_save: bool = True):
+    options = lambda n: ocp.CheckpointManagerOptions(
+        max_to_keep=n, create=True, enable_async_checkpointing=async_save)
+    self.latest = ocp.CheckpointManager(os.path.join(os.path.abspath(model_dir), 'checkpoints'),
+                                        options=options(keep))
+    self.best = ocp.CheckpointManager(os.path.join(os.path.abspath(model_dir), 'best'),
+                                      options=options(1))
+
+  @staticmethod
+  def _args(state, meta):
+    return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+
+  def save(self, step: int, state, meta: dict, best: bool = False, force: bool = False):
+    manager = self.best if best else self.latest
+    if manager.latest_step() == step:
+      return
+    manager.save(step, args=self._args(state, meta), force=force)
+
+  def latest_step(self) -> Optional[int]:
+    return self.latest.latest_step()
+
+  def best_meta(self) -> Optional[dict]:
+    step = self.best.latest_step()
+    if step is None:
+      return None
+    return self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+  def restore(self, abstract_state, config, which: str = 'latest'):
+    """(state, meta) of the latest (or best) step; refuses a checkpoint of another model."""
+    manager = self.best if which == 'best' else self.latest
+    step = manager.latest_step()
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    saved = meta.get('model_config', {})
+    wanted = _config_json(config)
+    if saved != wanted:
+      diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+      raise ValueError(
+          f'{manager.directory}/{step} holds a checkpoint of a different model config '
+          f'(field: (in checkpoint, in gin)): {diff}. Use a fresh model_dir, or set the gin '
+          'model config to match the checkpoint.')
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored['state'], restored['meta']
+
+  def wait(self):
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self):
+    self.latest.close()
+    self.best.close()
+
+
+def _config_json(config) -> dict:
+  return {k: list(v) if isinstance(v, tuple) else v
+          for k, v in dataclasses.asdict(config).items()}
+
+
+def meta_for(config, step: int, **extra) -> dict:
+  return dict(model_config=_config_json(config), step=int(step), jax_processes=jax.process_count(),
+              **extra)
