@@ -42,9 +42,9 @@ def load_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]
   """Reads a seqio task split in its fixed order; counts and reports examples cut to length."""
   import seqio  # pylint: disable=g-import-not-at-top  (slow import, TF)
   task = seqio.get_mixture_or_task(task_name)
-  keys = [k for k in feature_lengths if k in task.output_features]
   ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1,
                         use_cached=False, trim_output_features=False)
+  keys = [k for k in feature_lengths if k in ds.element_spec]  # eval splits: no rationales
   tokens = {k: [] for k in keys}
   texts = {k: [] for k in keys}
   truncated = {k: 0 for k in keys}
@@ -58,8 +58,9 @@ def load_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]
       tokens[k].append(ids)
       text = ex.get(f'{k}_pretokenized')
       texts[k].append(text.decode() if isinstance(text, bytes) else text)
-  if not tokens[keys[0]]:
-    raise ValueError(f'task {task_name!r} split {split!r} has no examples')
+  if not keys or not tokens[keys[0]]:
+    raise ValueError(f'task {task_name!r} split {split!r} has no examples with features '
+                     f'{sorted(feature_lengths)}')
   for k, n in truncated.items():
     if n:
       logging.warning('%s/%s: %d of %d examples cut to %s=%d tokens', task_name, split, n,

@@ -6,6 +6,7 @@ Multi-host: on TPU pods pass --multihost (JAX finds its peers); elsewhere pass
 
 import argparse
 import inspect
+import logging
 import os
 import sys
 
@@ -15,9 +16,13 @@ GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def parse_gin(gin_files, bindings):
   """Parses gin files (searched in ./ and the repo's gin/) and KEY=VALUE bindings."""
   import gin  # pylint: disable=g-import-not-at-top
-  for path in ('', GIN_DIR):
-    gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+  gin.add_config_file_search_path(GIN_DIR)  # for includes such as 'models/t5_1_1_base.gin'
+  gin_files = [os.path.abspath(f) if os.path.exists(f) else f for f in gin_files]
+  logging.disable(logging.ERROR)  # gin logs each search path it tries and misses
+  try:
+    gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+  finally:
+    logging.disable(logging.NOTSET)
 
 
 def run(argv=None):
@@ -37,6 +42,8 @@ def run(argv=None):
   if not args.gin_file:
     parser.error('give at least one --gin_file (e.g. --gin_file=gin/cpu/svamp_step_by_step.gin)')
 
+  import dssb  # pylint: disable=g-import-not-at-top
+  dssb.import_tensorflow_quietly()  # seqio needs it; load it before gin imports dssb.data
   import jax  # pylint: disable=g-import-not-at-top
   if args.multihost:
     jax.distributed.initialize()

@@ -65,3 +65,17 @@ def adafactor(schedule, decay_rate: float = 0.8, clipping_threshold: float = 1.0
   """
   return optax.adafactor(schedule, decay_rate=decay_rate, clipping_threshold=clipping_threshold,
                          multiply_by_parameter_scale=multiply_by_parameter_scale)
+
+
+@gin.configurable
+def constant_schedule(learning_rate: float, num_steps: int):  # pylint: disable=unused-argument
+  """A constant learning rate (t5x fine-tuning with Adafactor).
+
+  Args:
+    learning_rate: the rate.
+    num_steps: unused; the signature of every schedule factory.
+
+  Returns:
+    An optax schedule.
+  """
+  return optax.constant_schedule(learning_rate)

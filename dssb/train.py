@@ -74,7 +74,8 @@ def state_shardings(config: T5Config, tx, mesh, rules):
   dummy = jnp.ones((1, 4), jnp.int32)
   boxed = jax.eval_shape(lambda: T5(config).init(jax.random.PRNGKey(0), dummy, dummy)['params'])
   param_sharding = sharding.logical_sharding(boxed, mesh, rules)
-  abstract_params = nn.unbox(boxed)
+  abstract_params = jax.tree.map(lambda b: b.unbox(apply_constraint=False), boxed,
+                                 is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   rep = sharding.replicated(mesh)
   # Optimizer leaves shaped like their param share its sharding (Adam moments); the rest
@@ -176,165 +177,165 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
   if batch_size % mesh.shape['data'] or eval_batch_size % mesh.shape['data']:
     raise ValueError(f'batch_size {batch_size} and eval_batch_size {eval_batch_size} must be '
                      f'multiples of the data axis ({mesh.shape["data"]})')
-  sched = schedule(learning_rate, num_steps)
-  tx = optimizer(sched)
-  model = T5(model_config)
-  abstract_state, state_sharding = state_shardings(model_config, tx, mesh, rules)
-  batch_sharding = sharding.batch_sharding(mesh)
-  rep = sharding.replicated(mesh)
+  # Tracing happens inside these contexts, so activations get their logical constraints.
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    sched = schedule(learning_rate, num_steps)
+    tx = optimizer(sched)
+    model = T5(model_config)
+    abstract_state, state_sharding = state_shardings(model_config, tx, mesh, rules)
+    batch_sharding = sharding.batch_sharding(mesh)
+    rep = sharding.replicated(mesh)
 
-  def make_global(x):
-    global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
-    return jax.make_array_from_process_local_data(batch_sharding, x, global_shape)
+    def make_global(x):
+      global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+      return jax.make_array_from_process_local_data(batch_sharding, x, global_shape)
 
-  loss_fn = make_loss_fn(model, alpha, label_smoothing, z_loss)
-  with jax.sharding.use_mesh(mesh), nn.logical_axis_rules(rules):
+    loss_fn = make_loss_fn(model, alpha, label_smoothing, z_loss)
     train_step = jax.jit(make_train_step(loss_fn, tx, sched),
                          in_shardings=(state_sharding, batch_sharding, rep),
                          out_shardings=(state_sharding, rep), donate_argnums=0)
 
-  ckpt = RunCheckpoints(model_dir, keep_checkpoints, async_checkpoints)
-  rng = jax.random.PRNGKey(seed)
-  if ckpt.latest_step() is not None:
-    restore_target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  abstract_state, state_sharding)
-    state, meta = ckpt.restore(restore_target, model_config)
-    _log(f'resumed from {model_dir} at step {int(state.step)}')
-  elif init_checkpoint:
-    from dssb import checkpoints  # pylint: disable=g-import-not-at-top
-    loaded_config, params = checkpoints.load(init_checkpoint)
-    _check_same_architecture(loaded_config, model_config, init_checkpoint)
-    params = jax.device_put(params, state_sharding.params)
-    opt_state = jax.jit(tx.init, out_shardings=state_sharding.opt_state)(params)
-    state = TrainState(jax.device_put(jnp.int32(0), rep), params, opt_state)
-  else:
-    def init_fn(key):
-      dummy = jnp.ones((1, 4), jnp.int32)
-      params = nn.unbox(model.init(key, dummy, dummy)['params'])
-      return TrainState(jnp.int32(0), params, tx.init(params))
-    state = jax.jit(init_fn, out_shardings=state_sharding)(jax.random.fold_in(rng, 1))
-  start_step = int(state.step)
-  best = ckpt.best_meta() or {}
+    ckpt = RunCheckpoints(model_dir, keep_checkpoints, async_checkpoints)
+    rng = jax.random.PRNGKey(seed)
+    if ckpt.latest_step() is not None:
+      restore_target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                    abstract_state, state_sharding)
+      state, meta = ckpt.restore(restore_target, model_config)
+      _log(f'resumed from {model_dir} at step {int(state.step)}')
+    elif init_checkpoint:
+      from dssb import checkpoints  # pylint: disable=g-import-not-at-top
+      loaded_config, params = checkpoints.load(init_checkpoint)
+      _check_same_architecture(loaded_config, model_config, init_checkpoint)
+      params = jax.device_put(params, state_sharding.params)
+      opt_state = jax.jit(tx.init, out_shardings=state_sharding.opt_state)(params)
+      state = TrainState(jax.device_put(jnp.int32(0), rep), params, opt_state)
+    else:
+      def init_fn(key):
+        dummy = jnp.ones((1, 4), jnp.int32)
+        params = nn.unbox(model.init(key, dummy, dummy)['params'])
+        return TrainState(jnp.int32(0), params, tx.init(params))
+      state = jax.jit(init_fn, out_shardings=state_sharding)(jax.random.fold_in(rng, 1))
+    start_step = int(state.step)
+    best = (ckpt.best_meta() or {}).get('best', {})
 
-  splits = {'train': input_pipeline.load_examples(task, 'train', feature_lengths)}
-  for split in ('validation', 'test'):
-    splits[split] = input_pipeline.load_examples(task, split, feature_lengths)
-  _log(f'task {task}: ' + ', '.join(f'{k} {len(v)}' for k, v in splits.items())
-       + f'; global batch {batch_size} on mesh {dict(mesh.shape)}')
+    splits = {'train': input_pipeline.load_examples(task, 'train', feature_lengths)}
+    for split in ('validation', 'test'):
+      splits[split] = input_pipeline.load_examples(task, split, feature_lengths)
+    _log(f'task {task}: ' + ', '.join(f'{k} {len(v)}' for k, v in splits.items())
+         + f'; global batch {batch_size} on mesh {dict(mesh.shape)}')
 
-  def decode_fn(params, enc):
-    return generate(model_config, params, enc, max_decode_length)
+    def decode_fn(params, enc):
+      return generate(model_config, params, enc, max_decode_length)
 
-  def run_eval(params, split):
-    with jax.sharding.use_mesh(mesh), nn.logical_axis_rules(rules):
+    def run_eval(params, split):
       return evaluate_lib.evaluate(decode_fn, params, splits[split], seqio_task, feature_lengths,
                                    eval_batch_size, make_global, eval_limit)
 
-  metrics_path = os.path.join(model_dir, 'metrics.jsonl')
-  writer = metric_writers.SummaryWriter(os.path.join(model_dir, 'tb')) if is_chief else None
+    metrics_path = os.path.join(model_dir, 'metrics.jsonl')
+    writer = metric_writers.SummaryWriter(os.path.join(model_dir, 'tb')) if is_chief else None
 
-  def write(record):
-    if not is_chief:
-      return
-    with open(metrics_path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
-    scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != 'step'}
-    prefix = record.get('split', 'train')
-    writer.write_scalars(record['step'], {f'{prefix}/{k}': v for k, v in scalars.items()})
+    def write(record):
+      if not is_chief:
+        return
+      with open(metrics_path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+      scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != 'step'}
+      prefix = record.get('split', 'train')
+      writer.write_scalars(record['step'], {f'{prefix}/{k}': v for k, v in scalars.items()})
 
-  preemption = _Preemption()
-  batches = input_pipeline.train_batches(splits['train'], feature_lengths, batch_size, data_seed,
-                                         start_step, jax.process_index(), jax.process_count())
-  progress = tqdm(total=num_steps, initial=start_step, disable=not is_chief, unit='step',
-                  dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
-  last_saved = start_step
-  pending = None  # the previous step's metrics, fetched one step late to keep dispatch async
-  tick, tick_tokens = time.time(), 0
-  test_history = []
+    preemption = _Preemption()
+    batches = input_pipeline.train_batches(splits['train'], feature_lengths, batch_size, data_seed,
+                                           start_step, jax.process_index(), jax.process_count())
+    progress = tqdm(total=num_steps, initial=start_step, disable=not is_chief, unit='step',
+                    dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
+    last_saved = start_step
+    pending = None  # the previous step's metrics, fetched one step late to keep dispatch async
+    tick, tick_tokens = time.time(), 0
+    test_history = []
 
-  def flush(pending):
-    nonlocal tick, tick_tokens
-    step, metrics = pending
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if not (np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])):
-      ckpt.wait()
-      raise FloatingPointError(
-          f'loss or gradient became {metrics["loss"]} / {metrics["grad_norm"]} at step {step}; '
-          f'stopped. The last good checkpoint (step {ckpt.latest_step()}) is kept in '
-          f'{model_dir}/checkpoints. Lower the learning rate or check the data, then restart.')
-    tick_tokens += metrics.pop('target_tokens')
-    if step % log_every == 0 or step == num_steps:
-      now = time.time()
-      metrics.update(step=step, target_tokens_per_second=tick_tokens / max(now - tick, 1e-9))
-      tick, tick_tokens = now, 0
-      write(metrics)
-      progress.set_postfix(loss=f'{metrics["loss"]:.4f}', refresh=False)
+    def flush(pending):
+      nonlocal tick, tick_tokens
+      step, metrics = pending
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      if not (np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])):
+        ckpt.wait()
+        raise FloatingPointError(
+            f'loss or gradient became {metrics["loss"]} / {metrics["grad_norm"]} at step {step}; '
+            f'stopped. The last good checkpoint (step {ckpt.latest_step()}) is kept in '
+            f'{model_dir}/checkpoints. Lower the learning rate or check the data, then restart.')
+      tick_tokens += metrics.pop('target_tokens')
+      if step % log_every == 0 or step == num_steps:
+        now = time.time()
+        metrics.update(step=step, target_tokens_per_second=tick_tokens / max(now - tick, 1e-9))
+        tick, tick_tokens = now, 0
+        write(metrics)
+        progress.set_postfix(loss=f'{metrics["loss"]:.4f}', refresh=False)
 
-  def save(step, **kw):
-    ckpt.save(step, state, meta_for(model_config, step, data_seed=data_seed), **kw)
+    def save(step, **kw):
+      ckpt.save(step, state, meta_for(model_config, step, data_seed=data_seed), **kw)
 
-  for step, local_batch in batches:
-    if step >= num_steps:
-      break
-    batch = jax.tree.map(make_global, local_batch)
-    state, metrics = train_step(state, batch, rng)
-    if pending is not None:
-      flush(pending)
-    pending = (step + 1, metrics)
-    progress.update(1)
-    done = step + 1
-    if done % eval_every == 0 or done == num_steps:
-      flush(pending)
-      pending = None
-      record = run_eval(state.params, 'validation')
-      write(dict(record, step=done, split='validation'))
-      metric = selection_metric or next(iter(record))
-      _log(f'step {done} validation: ' + _fmt(record))
-      if test_at_every_eval:
-        test = run_eval(state.params, 'test')
-        write(dict(test, step=done, split='test'))
-        test_history.append(dict(test, step=done))
-      if record[metric] > best.get('score', -np.inf):
-        best = {'score': record[metric], 'metric': metric, 'step': done}
-        ckpt.save(done, state, meta_for(model_config, done, data_seed=data_seed, **best),
-                  best=True)
-    if done % checkpoint_every == 0 or done == num_steps or preemption.any_host():
+    for step, local_batch in batches:
+      if step >= num_steps:
+        break
+      batch = jax.tree.map(make_global, local_batch)
+      state, metrics = train_step(state, batch, rng)
       if pending is not None:
         flush(pending)
+      pending = (step + 1, metrics)
+      progress.update(1)
+      done = step + 1
+      if done % eval_every == 0 or done == num_steps:
+        flush(pending)
         pending = None
-      save(done, force=True)
-      last_saved = done
-      if preemption.any_host() and done < num_steps:
-        ckpt.wait()
-        _log(f'SIGTERM: saved step {done} to {model_dir}; restart the same command to resume')
-        ckpt.close()
-        sys.exit(143)
-  if pending is not None:
-    flush(pending)
-  progress.close()
-  ckpt.wait()
+        record = run_eval(state.params, 'validation')
+        write(dict(record, step=done, split='validation'))
+        metric = selection_metric or next(iter(record))
+        _log(f'step {done} validation: ' + _fmt(record))
+        if test_at_every_eval:
+          test = run_eval(state.params, 'test')
+          write(dict(test, step=done, split='test'))
+          test_history.append(dict(test, step=done))
+        if record[metric] > best.get('score', -np.inf):
+          best = {'score': record[metric], 'metric': metric, 'step': done}
+          ckpt.save(done, state, meta_for(model_config, done, data_seed=data_seed, best=best),
+                    best=True)
+      if done % checkpoint_every == 0 or done == num_steps or preemption.any_host():
+        if pending is not None:
+          flush(pending)
+          pending = None
+        save(done, force=True)
+        last_saved = done
+        if preemption.any_host() and done < num_steps:
+          ckpt.wait()
+          _log(f'SIGTERM: saved step {done} to {model_dir}; restart the same command to resume')
+          ckpt.close()
+          sys.exit(143)
+    if pending is not None:
+      flush(pending)
+    progress.close()
+    ckpt.wait()
 
-  summary = {'last': {'step': int(state.step), 'test': run_eval(state.params, 'test')}}
-  if best:
-    best_state, _ = ckpt.restore(jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
-        state_sharding), model_config, which='best')
-    summary['best_on_validation'] = dict(best, test=run_eval(best_state.params, 'test'))
-  if test_history:
-    m = best.get('metric') or next(iter(test_history[0]))
-    summary['test_max_over_evals'] = max(test_history, key=lambda r: r[m])
-  summary['last_checkpoint_step'] = last_saved
-  if is_chief:
-    with open(os.path.join(model_dir, 'results.json'), 'w') as f:
-      json.dump(summary, f, indent=1)
-    with open(os.path.join(model_dir, 'operative_config.gin'), 'w') as f:
-      f.write(gin.operative_config_str())
-    for name in ('last', 'best_on_validation'):
-      if name in summary:
-        _log(f'test ({name}, step {summary[name]["step"]}): ' + _fmt(summary[name]['test']))
-    writer.flush()
-  ckpt.close()
-  return summary
+    summary = {'last': {'step': int(state.step), 'test': run_eval(state.params, 'test')}}
+    if best:
+      best_state, _ = ckpt.restore(jax.tree.map(
+          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
+          state_sharding), model_config, which='best')
+      summary['best_on_validation'] = dict(best, test=run_eval(best_state.params, 'test'))
+    if test_history:
+      m = best.get('metric') or next(iter(test_history[0]))
+      summary['test_max_over_evals'] = max(test_history, key=lambda r: r[m])
+    summary['last_checkpoint_step'] = last_saved
+    if is_chief:
+      with open(os.path.join(model_dir, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+      with open(os.path.join(model_dir, 'operative_config.gin'), 'w') as f:
+        f.write(gin.operative_config_str())
+      for name in ('last', 'best_on_validation'):
+        if name in summary:
+          _log(f'test ({name}, step {summary[name]["step"]}): ' + _fmt(summary[name]['test']))
+      writer.flush()
+    ckpt.close()
+    return summary
 
 
 def _check_same_architecture(loaded: T5Config, wanted: T5Config, path: str):
@@ -352,8 +353,10 @@ def _fmt(record):
 
 
 def _log(message):
+  """One line on process 0, printed above the progress bar."""
   if jax.process_index() == 0:
-    print(message, file=sys.stderr, flush=True)
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    tqdm.write(message, file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -62,20 +62,17 @@ def read_bytes(path: str) -> bytes:
   """The whole file; a missing file is a CheckpointError naming it."""
   if not exists(path):
     raise CheckpointError(f'{path}: file not found')
-  if is_remote(path):
-    with _gfile().GFile(path, 'rb') as f:
-      return f.read()
-  with open(path, 'rb') as f:
+  with open_file(path, 'rb') as f:
     return f.read()
 
 
+def open_file(path: str, mode: str = 'rb'):
+  return _gfile().GFile(path, mode) if is_remote(path) else open(path, mode)
+
+
 def write_bytes(path: str, data: bytes) -> None:
-  if is_remote(path):
-    with _gfile().GFile(path, 'wb') as f:
-      f.write(data)
-  else:
-    with open(path, 'wb') as f:
-      f.write(data)
+  with open_file(path, 'wb') as f:
+    f.write(data)
 
 
 def makedirs(path: str) -> None:

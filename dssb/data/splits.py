@@ -89,7 +89,7 @@ def source_rows(dataset: str, source_split: str, teacher: str | None = 'palm',
   """All rows of a source file, with parsed teacher outputs if `teacher`.
 
   Teacher fields: teacher_rationale, teacher_label, teacher_failure ('' if
-  the parse succeeded), teacher_truncated.
+  the parse succeeded), teacher_truncated, teacher_no_answer_marker.
   """
   rows = sources.read_examples(dataset, source_split, data_dir)
   if teacher is None:
@@ -99,7 +99,8 @@ def source_rows(dataset: str, source_split: str, teacher: str | None = 'palm',
   parsed = teacher_outputs.parse_all(dataset, texts,
                                      [r.get('choices') for r in rows])
   return [dict(r, teacher_rationale=p.rationale, teacher_label=p.label,
-               teacher_failure=p.failure, teacher_truncated=p.truncated)
+               teacher_failure=p.failure, teacher_truncated=p.truncated,
+               teacher_no_answer_marker=p.no_answer_marker)
           for r, p in zip(rows, parsed)]
 
 
