@@ -22,9 +22,9 @@ def import_tensorflow_quietly():
     sys.stderr.flush()
     os.dup2(devnull, 2)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], 'GPU')  # may print a cuInit failure on CPU machines
   finally:
     os.dup2(saved, 2)
     os.close(saved)
     os.close(devnull)
-  tf.config.set_visible_devices([], 'GPU')
   return tf

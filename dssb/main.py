@@ -53,6 +53,11 @@ def run(argv=None):
   import gin  # pylint: disable=g-import-not-at-top
   from dssb import train as train_lib  # pylint: disable=g-import-not-at-top
   parse_gin(args.gin_file, bindings)
+  unset = [line.split(' = ')[0] for line in gin.config_str().splitlines()
+           if line.endswith(' = %gin.REQUIRED')]
+  if unset:  # a REQUIRED macro would otherwise arrive as a bare sentinel object
+    raise SystemExit('gin: required setting(s) not given: ' + ', '.join(unset) + '. Set them '
+                     'in a gin file or on the command line, e.g. --gin.MODEL_DIR="\'/tmp/run\'"')
   configured = gin.get_configurable(train_lib.train)
   missing = [name for name, p in inspect.signature(train_lib.train).parameters.items()
              if p.default is inspect.Parameter.empty]

@@ -204,6 +204,45 @@ def test_export_hf_round_trip(kind, tmp_path):
                jax.tree.map(np.asarray, params))
 
 
+@pytest.mark.parametrize('kind', ['v1_0', 'v1_1'])
+def test_hf_other_tie_and_scale(kind, tmp_path):
+  """HF configs whose output scale disagrees with the tying load as untied, same logits.
+
+  transformers scales the decoder output by d_model**-0.5 iff scale_decoder_outputs (default:
+  tie_word_embeddings); it ties lm_head unless the file holds a different one.
+  """
+  config = DSSB_CONFIGS[kind]
+  out = tmp_path / 'hf'
+  checkpoints.export_hf(config, init_params(config, jax.random.PRNGKey(4)), str(out))
+  hf_config = json.loads((out / 'config.json').read_text())
+  hf_config['scale_decoder_outputs'] = not hf_config['scale_decoder_outputs']
+  (out / 'config.json').write_text(json.dumps(hf_config))
+  model = transformers.T5ForConditionalGeneration.from_pretrained(str(out)).eval()
+  assert model.config.scale_decoder_outputs == (kind == 'v1_1')
+  loaded_config, params = checkpoints.load(str(out))
+  assert not loaded_config.tie_embeddings
+  enc, dec_in, target = _batch(config.vocab_size, seed=2)
+  logits = _dssb_logits(loaded_config, params, enc, dec_in, target)
+  diff = _max_diff(logits, _hf_forward(model, enc, dec_in, target), target > 0)
+  assert diff < ATOL, diff
+
+
+def test_hf_pytorch_bin(tmp_path):
+  """A folder with pytorch_model.bin (all of state_dict(), tied copies included) loads too."""
+  config = DSSB_CONFIGS['v1_0']
+  params = init_params(config, jax.random.PRNGKey(5))
+  out = tmp_path / 'hf'
+  checkpoints.export_hf(config, params, str(out))
+  model = transformers.T5ForConditionalGeneration.from_pretrained(str(out))
+  state = model.state_dict()
+  assert {'lm_head.weight', 'encoder.embed_tokens.weight'} <= set(state)
+  torch.save(state, out / 'pytorch_model.bin')
+  os.remove(out / 'model.safetensors')
+  loaded_config, loaded = checkpoints.load(str(out))
+  assert loaded_config == config
+  jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, params))
+
+
 # ---------------------------------------------------------------------------------------------
 # T5X legacy checkpoints
 

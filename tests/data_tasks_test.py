@@ -172,7 +172,8 @@ def test_mixture(svamp_vocab):
   assert len(mix.tasks) == 2
   ds = mix.get_dataset({'inputs': 96, 'targets': 48}, split='train',
                        shuffle=True, seed=0)
-  prefixes = {e['inputs_pretokenized'].decode().split(':')[0]
+  v = vocab_lib.get_vocabulary(svamp_vocab)
+  prefixes = {v.decode(e['inputs'].tolist()).split(':')[0]
               for e in ds.take(20).as_numpy_iterator()}
   assert prefixes == {'predict', 'explain'}
 

@@ -58,7 +58,7 @@ def test_esnli_shapes():
   assert cut.label == 'neutral\n\nPre'  # Official: kept as is.
   assert cut.failure == 'label_not_in_set' and cut.truncated
   empty = parse('esnli', 'The woman is not sleeping.\nAnswer')
-  assert empty == Parsed('The woman is not sleeping.', ' ', 'empty_label',
+  assert empty == Parsed('The woman is not sleeping.\nAnswer', ' ', 'empty_label',
                          truncated=True, no_answer_marker=True)
 
 

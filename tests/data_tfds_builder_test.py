@@ -23,3 +23,22 @@ def test_build_and_read_as_task(dss_data_dir, svamp_vocab, tmp_path):
                       None, split=split, shuffle=False).as_numpy_iterator())
            for name in (from_tfds, from_json)]
     assert got[0] == got[1] and got[0]
+
+
+def test_build_from_zip_in_manual_dir(dss_data_dir, tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  base = os.path.join(dss_data_dir, 'datasets')
+  with zipfile.ZipFile(manual / 'datasets.zip', 'w') as zf:
+    for dirpath, _, names in os.walk(os.path.join(base, 'svamp')):
+      for name in names:
+        full = os.path.join(dirpath, name)
+        zf.write(full, 'datasets/' + os.path.relpath(full, base))
+  builder = tfds_builder.get_builder('svamp', data_dir=str(tmp_path / 'tfds'))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  labels = {e['label'] for e in tfds.as_numpy(builder.as_dataset(split='test'))}
+  assert len(labels) > 100 and b'( 10.0 * 45.0 )' in labels

@@ -14,7 +14,8 @@ def test_special_ids(svamp_vocab):
   assert (sp.pad_id(), sp.eos_id(), sp.unk_id(), sp.bos_id()) == (0, 1, 2, -1)
   v = vocab.get_vocabulary(svamp_vocab)
   assert (v.pad_id, v.eos_id, v.unk_id) == (0, 1, 2)
-  assert v.decode(v.encode('( 84.0 / 2.0 )')) == '( 84.0 / 2.0 )'
+  for text in ('( 84.0 / 2.0 )', 'x [label] ( 1.0 )', '[rationale] explain:'):
+    assert v.decode(v.encode(text)) == text  # Markers and prefixes too.
 
 
 def test_cached_by_path(svamp_vocab, dss_data_dir):

@@ -93,12 +93,12 @@ def rename(src: str, dst: str) -> None:
 # Params trees: flat {'encoder/layers_0/attention/key/kernel': array} <-> nested dicts
 
 
-def flatten(tree, prefix: str = '') -> dict:
+def flatten(tree, prefix: str = '', is_leaf=None) -> dict:
   flat = {}
   for key, value in tree.items():
     name = f'{prefix}/{key}' if prefix else str(key)
-    if isinstance(value, dict):
-      flat.update(flatten(value, name))
+    if isinstance(value, dict) and not (is_leaf and is_leaf(value)):
+      flat.update(flatten(value, name, is_leaf))
     else:
       flat[name] = value
   return flat

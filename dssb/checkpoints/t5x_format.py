@@ -109,7 +109,7 @@ def _read_target(contents, file: str) -> dict:
                           f'(found {keys})')
   ckpt_dir = os.path.dirname(file) if not base.is_remote(file) else file.rsplit('/', 1)[0]
 
-  flat = base.flatten(target)
+  flat = base.flatten(target, is_leaf=_is_ts_spec)
   pending = {}
   arrays = {}
   for name, leaf in flat.items():

@@ -25,8 +25,9 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import dssb  # pylint: disable=g-import-not-at-top
 
+tf = dssb.import_tensorflow_quietly()
 for _kind in ('GPU', 'TPU'):
   try:
     tf.config.set_visible_devices([], _kind)

@@ -8,6 +8,10 @@
   python -m dssb.data download --out DIR [--url URL_OR_ZIP]
       fetch + verify the official datasets.zip, unzip to DIR/datasets/.
   python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 --out PATH
+  python -m dssb.data build_tfds --dataset cqa --out TFDS_DIR [--teacher palm]
+      [--data_dir FOLDER_OR_ZIP_DIR]: the `dss` TFDS records (tfds_builder.py);
+      the same as `tfds build dss --imports dssb.data.tfds_builder`, whose CLI
+      needs apache_beam installed.
 """
 
 import json
@@ -105,9 +109,20 @@ def main(argv):
                              teacher=_TEACHER.value or None,
                              data_dir=_DATA_DIR.value)
     print(f'{path}  (set {vocab.VOCAB_ENV}={path})')
+  elif command == 'build_tfds':
+    if not _DATASET.value or not _OUT.value:
+      raise app.UsageError('build_tfds needs --dataset and --out.')
+    from dssb.data import tfds_builder  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    builder = tfds_builder.get_builder(_DATASET.value, _TEACHER.value or 'palm',
+                                       _OUT.value)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=_DATA_DIR.value))
+    print(f'{builder.data_dir}  (tasks: get_task_name(..., tfds_data_dir='
+          f'{_OUT.value!r}))')
   else:
     raise app.UsageError('usage: python -m dssb.data '
-                         '{describe,download,train_vocab} [flags]')
+                         '{describe,download,train_vocab,build_tfds} [flags]')
 
 
 if __name__ == '__main__':

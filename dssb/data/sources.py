@@ -41,7 +41,7 @@ SOURCE_SPLITS = {
 NLI_LABELS = ('entailment', 'neutral', 'contradiction')
 EOS_JOIN = '</s>'  # How the official code joins premise and hypothesis.
 OFFICIAL_ZIP_URL = ('https://github.com/google-research/distilling-step-by-step'
-                    '/raw/main/datasets.zip')
+                    '/raw/HEAD/datasets.zip')
 # Line counts of the files that are not in the checksum list (HF esnli train,
 # HF anli train_r1), used to verify a download.
 EXPECTED_LINES = {
@@ -107,11 +107,14 @@ def _mtime(path: str) -> float:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """Rows of a JSON-lines file; errors name the file and the 1-based line."""
+  """Rows of a JSON-lines file, each with its 1-based '_line'.
+
+  Errors name the file and the line.
+  """
   return list(_read_jsonl(path, _mtime(path)))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _read_jsonl(path: str, mtime: float) -> tuple[dict[str, Any], ...]:
   del mtime  # Cache key only.
   rows = []
@@ -232,7 +235,7 @@ def read_teacher_outputs(dataset: str, split: str, teacher: str = 'palm',
   return outputs
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _read_json_array(path: str, mtime: float) -> tuple[str, ...]:
   del mtime  # Cache key only.
   with open(path, encoding='utf-8') as f:

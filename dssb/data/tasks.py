@@ -263,10 +263,16 @@ def get_mixture_name(datasets: str | Sequence[str],
                      recipe: str = 'step_by_step', **kwargs) -> str:
   """Registers a Mixture with rate 1 per component task; returns its name.
 
-  step_by_step: per dataset, an unpaired label task (label-prefixed inputs ->
-  label) and rationale task (rationale-prefixed inputs -> teacher rationale),
-  the T5 multi-task form of the paper's loss. Other recipes: one task per
-  dataset. `kwargs` are those of `get_task_name`.
+  Args:
+    datasets: one dataset name or several.
+    recipe: for 'step_by_step', per dataset an unpaired label task
+      (label-prefixed inputs -> label) and rationale task (rationale-prefixed
+      inputs -> teacher rationale), the T5 multi-task form of the paper's
+      loss; for other recipes, one task per dataset.
+    **kwargs: settings of `get_task_name` (fraction, seed, teacher, ...).
+
+  Returns:
+    The registered mixture name.
   """
   datasets = (datasets,) if isinstance(datasets, str) else tuple(datasets)
   recipes = preprocess.SUB_RECIPES if recipe == 'step_by_step' else (recipe,)

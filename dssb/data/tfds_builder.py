@@ -10,10 +10,12 @@ Data come from, in order: the manual dir (a folder holding datasets/, or a
 datasets.zip), $DSSB_DATA_DIR, else the official datasets.zip, downloaded and
 verified (sources.verify_zip). Build with
 
-    tfds build dss --imports dssb.data.tfds_builder --config cqa \\
-        --data_dir DIR [--manual_dir FOLDER]
+    python -m dssb.data build_tfds --dataset cqa --out DIR [--data_dir FOLDER]
 
-or in Python: `get_builder('cqa', data_dir=DIR).download_and_prepare()`.
+or `tfds build dss --imports dssb.data.tfds_builder --config cqa --data_dir DIR
+[--manual_dir FOLDER]` (the tfds CLI imports apache_beam: install it first), or
+in Python `get_builder('cqa', data_dir=DIR).download_and_prepare()`; then
+`tfds.load('dss/cqa', data_dir=DIR)` after importing this module.
 """
 
 import dataclasses

@@ -17,9 +17,11 @@ import json
 import os
 import tempfile
 
+import gin
 import seqio
 import sentencepiece as spm
 
+from dssb.data import preprocess
 from dssb.data import sources
 from dssb.data import splits
 
@@ -47,8 +49,13 @@ def get_vocabulary(vocab_path: str | None = None) -> seqio.SentencePieceVocabula
 
 def training_text(dataset: str, teacher: str | None = 'palm',
                   data_dir: str | None = None) -> list[str]:
-  """Lines to train a vocabulary on: the train file's texts (all rows)."""
-  lines = []
+  """Lines to train a vocabulary on: the train file's texts (all rows).
+
+  Also the task prefixes and single-task markers of preprocess, so that their
+  characters (e.g. '[') are in the vocabulary.
+  """
+  lines = [p for pair in preprocess.PREFIXES.values() for p in pair]
+  lines += [preprocess.LABEL_MARKER, preprocess.RATIONALE_MARKER]
   for row in splits.source_rows(dataset, 'train', teacher, data_dir):
     lines.extend(row['input'].replace(sources.EOS_JOIN, ' ').split('\n'))
     lines.append(row['label'])
@@ -67,7 +74,8 @@ def train_vocab(dataset: str, vocab_size: int, out_path: str, *,
   (recorded in `out_path + '.json'`) it is returned as is. Returns out_path.
   """
   sources.check_dataset(dataset)
-  settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher}
+  settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher,
+              'text_version': 2}
   meta_path = out_path + '.json'
   if not force and os.path.exists(out_path) and os.path.exists(meta_path):
     with open(meta_path, encoding='utf-8') as f:
@@ -93,3 +101,23 @@ def train_vocab(dataset: str, vocab_size: int, out_path: str, *,
     json.dump(settings, f)
   get_vocabulary.cache_clear()
   return out_path
+
+
+CACHE_ENV = 'DSSB_CACHE_DIR'
+
+
+@gin.configurable
+def cached_vocab(dataset: str, vocab_size: int = 1000, teacher: str | None = 'palm') -> str:
+  """Path of a CPU vocabulary for `dataset`, trained on first use (gin: VOCAB_PATH).
+
+  Args:
+    dataset: whose training text to train on.
+    vocab_size: SentencePiece pieces.
+    teacher: include this teacher's rationales in the training text.
+
+  Returns:
+    The path, under $DSSB_CACHE_DIR (default ~/.cache/dssb)/vocab/.
+  """
+  cache = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'dssb')
+  out = os.path.join(cache, 'vocab', f'{dataset}_{teacher}_{vocab_size}.model')
+  return train_vocab(dataset, vocab_size, out, teacher=teacher)
