@@ -36,13 +36,14 @@ def cross_entropy(logits_BxTxV, targets, weights_BxT, label_smoothing: float = 0
   vocab = logits.shape[-1]
   log_z_BxT = jax.nn.logsumexp(logits, axis=-1)
   log_probs = logits - log_z_BxT[..., None]
-  if targets.ndim == logits.ndim:
-    target_probs = targets.astype(jnp.float32)
+  if targets.ndim == logits.ndim:  # a distribution per position
+    token_ce_BxT = -jnp.sum(targets.astype(jnp.float32) * log_probs, axis=-1)
   else:
-    # PyTorch / HF convention: (1 - eps) on the target plus eps spread over the vocabulary.
-    target_probs = (jax.nn.one_hot(targets, vocab) * (1.0 - label_smoothing)
-                    + label_smoothing / vocab)
-  token_ce_BxT = -jnp.sum(target_probs * log_probs, axis=-1)
+    # PyTorch / HF label smoothing: (1 - eps) on the target plus eps spread over the vocabulary.
+    target_logp_BxT = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    token_ce_BxT = -(1.0 - label_smoothing) * target_logp_BxT
+    if label_smoothing:
+      token_ce_BxT -= label_smoothing / vocab * jnp.sum(log_probs, axis=-1)
   token_z_BxT = z_loss * jnp.square(log_z_BxT)
   weights = weights_BxT.astype(jnp.float32)
   num_tokens = jnp.sum(weights)

@@ -481,8 +481,8 @@ def test_hf_bad_folders(tmp_path):
     checkpoints.load(path)
   path = variant('extra', weights={**tensors, 'encoder.block.0.layer.0.SelfAttention.q.bias':
                                    np.zeros(20, np.float32)})
-  with pytest.raises(CheckpointError, match=re.escape(path) +
-                     r'.*unexpected parameter arrays: encoder.block.0.layer.0.SelfAttention.q.bias'):
+  with pytest.raises(CheckpointError, match=re.escape(path) + r'.*unexpected parameter arrays: '
+                     r'encoder.block.0.layer.0.SelfAttention.q.bias'):
     checkpoints.load(path)
   name = 'decoder.block.1.layer.1.EncDecAttention.k.weight'
   path = variant('shape', weights={**tensors, name: tensors[name].T})
@@ -491,7 +491,8 @@ def test_hf_bad_folders(tmp_path):
     checkpoints.load(path)
   cfg = json.loads((good / 'config.json').read_text())
   path = variant('gelu', config_json=json.dumps({**cfg, 'feed_forward_proj': 'gelu'}))
-  with pytest.raises(CheckpointError, match=re.escape(path) + ".*unsupported feed_forward_proj 'gelu'"):
+  with pytest.raises(CheckpointError,
+                     match=re.escape(path) + ".*unsupported feed_forward_proj 'gelu'"):
     checkpoints.load(path)
   path = variant('json', config_json='{"d_model": ')
   with pytest.raises(CheckpointError, match=re.escape(path) + '.*config.json: not valid JSON'):

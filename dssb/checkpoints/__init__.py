@@ -1,7 +1,7 @@
 """Checkpoints in and out of dssb's T5: T5X (legacy msgpack + zarr) and Hugging Face folders.
 
-  config, params = checkpoints.load('gs://t5-data/pretrained_models/t5x/t5_1_1_base/checkpoint_1000000')
-  config, params = checkpoints.load('/models/flan-t5-base')        # config.json + safetensors
+  config, params = checkpoints.load('gs://t5-data/pretrained_models/t5x/t5_1_1_base')  # latest
+  config, params = checkpoints.load('/models/flan-t5-base')  # config.json + model.safetensors
   checkpoints.export_hf(config, params, '/tmp/flan-t5-base-finetuned')
 
 `params` is a nested dict of float32 numpy arrays shaped exactly like

@@ -4,6 +4,7 @@ Paths are local or remote (gs://...). Local paths go through `os` and never impo
 remote ones go through `tf.io.gfile`, imported on first use.
 """
 
+import collections.abc
 import functools
 import os
 from typing import Optional
@@ -29,6 +30,7 @@ def is_remote(path: str) -> bool:
 @functools.lru_cache(maxsize=None)
 def _gfile():
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.set_visible_devices([], 'GPU')  # keep TensorFlow off accelerators JAX uses
@@ -97,7 +99,7 @@ def flatten(tree, prefix: str = '', is_leaf=None) -> dict:
   flat = {}
   for key, value in tree.items():
     name = f'{prefix}/{key}' if prefix else str(key)
-    if isinstance(value, dict) and not (is_leaf and is_leaf(value)):
+    if isinstance(value, collections.abc.Mapping) and not (is_leaf and is_leaf(value)):
       flat.update(flatten(value, name, is_leaf))
     else:
       flat[name] = value
@@ -126,7 +128,7 @@ def param_count(params) -> int:
   return int(sum(np.prod(np.shape(x)) for x in flatten(params).values()))
 
 
-def _listing(names, limit=8) -> str:
+def listing(names, limit=8) -> str:
   names = sorted(names)
   more = f' and {len(names) - limit} more' if len(names) > limit else ''
   return ', '.join(names[:limit]) + more
@@ -139,9 +141,9 @@ def check_params(config: T5Config, flat: dict, path: str) -> None:
   extra = set(flat) - set(expected)
   problems = []
   if missing:
-    problems.append(f'missing parameter arrays: {_listing(missing)}')
+    problems.append(f'missing parameter arrays: {listing(missing)}')
   if extra:
-    problems.append(f'unexpected parameter arrays: {_listing(extra)}')
+    problems.append(f'unexpected parameter arrays: {listing(extra)}')
   wrong = [f'{name} has shape {tuple(np.shape(flat[name]))}, expected {expected[name]}'
            for name in sorted(set(expected) & set(flat))
            if tuple(np.shape(flat[name])) != expected[name]]

@@ -312,9 +312,9 @@ def load_hf(path: str, config: Optional[T5Config] = None):
   extra = set(tensors) - {hf for hf, _, _ in entries}
   problems = []
   if missing:
-    problems.append(f'missing parameter arrays: {base._listing(missing)}')  # pylint: disable=protected-access
+    problems.append(f'missing parameter arrays: {base.listing(missing)}')
   if extra:
-    problems.append(f'unexpected parameter arrays: {base._listing(extra)}')  # pylint: disable=protected-access
+    problems.append(f'unexpected parameter arrays: {base.listing(extra)}')
   flat = {}
   for hf, t5x, transpose in entries:
     if hf not in tensors:

@@ -156,7 +156,10 @@ def infer_config(flat: dict, path: str = '<params>') -> T5Config:
   def shape(name):
     if name not in flat:
       raise CheckpointError(f'{path}: unknown layout, cannot infer the architecture: no {name} '
-                            f'(arrays: {base._listing(flat)})')  # pylint: disable=protected-access
+                            f'(arrays: {base.listing(flat)})')
+    if np.ndim(flat[name]) != 2:
+      raise CheckpointError(f'{path}: unknown layout: {name} has shape {np.shape(flat[name])}, '
+                            'expected a 2-D array')
     return np.shape(flat[name])
 
   vocab, d_model = shape('token_embedder/embedding')
@@ -253,6 +256,9 @@ def _write_tree(tree, prefix, ckpt_dir, inline_max_elements, chunk_bytes, writes
       prefix_path = gcs.group(2).rstrip('/')
       target['kvstore'] = {'driver': 'gcs', 'bucket': gcs.group(1),
                            'path': f'{prefix_path}/{name}' if prefix_path else name}
+    elif base.is_remote(ckpt_dir):
+      raise CheckpointError(f'{ckpt_dir}: zarr arrays can be written to local or gs:// folders '
+                            f'only ({name} has {arr.size} elements > inline_max_elements)')
     else:
       target['kvstore']['path'] = os.path.join(ckpt_dir, name)
     store = ts.open(target, create=True, delete_existing=True).result()
