@@ -232,6 +232,11 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                                    eval_batch_size, make_global, eval_limit)
 
     metrics_path = os.path.join(model_dir, 'metrics.jsonl')
+    if is_chief and os.path.exists(metrics_path):  # drop what a killed run logged past the
+      with open(metrics_path) as f:                 # checkpoint it resumes from
+        kept = [l for l in f if json.loads(l)['step'] <= start_step]
+      with open(metrics_path, 'w') as f:
+        f.writelines(kept)
     writer = metric_writers.SummaryWriter(os.path.join(model_dir, 'tb')) if is_chief else None
 
     def write(record):

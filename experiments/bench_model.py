@@ -181,14 +181,19 @@ def main():
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(result, f, indent=1)
-  print(f"train step: dssb {result['train_step']['median_dssb_tokens_per_s']:.0f} tok/s, "
-        f"PyTorch {result['train_step']['median_torch_tokens_per_s']:.0f} tok/s, "
-        f"ratio {result['train_step']['median_ratio_dssb_over_torch']:.2f} (target >= 1)")
-  print(f"greedy decode 32x64: speedup over HF generate "
-        f"{result['greedy_decode']['median_speedup_dssb_over_hf']:.2f} (target >= 2), "
-        f"same tokens {same_tokens:.3f}")
-  print(f"float32 matmul peak {peak['peak_gflops']:.0f} GFLOP/s; dssb step at "
-        f"{result['train_step']['dssb_fraction_of_peak']:.2f} of it (XLA's FLOP count)")
+  lines = []
+  lines.append(f"train step: dssb {result['train_step']['median_dssb_tokens_per_s']:.0f} tok/s, "
+               f"PyTorch {result['train_step']['median_torch_tokens_per_s']:.0f} tok/s, "
+               f"ratio {result['train_step']['median_ratio_dssb_over_torch']:.2f} (target >= 1)")
+  lines.append(f"greedy decode 32x64: speedup over HF generate "
+               f"{result['greedy_decode']['median_speedup_dssb_over_hf']:.2f} (target >= 2), "
+               f"same tokens {same_tokens:.3f}")
+  lines.append(f"float32 matmul peak {peak['peak_gflops']:.0f} GFLOP/s; dssb step at "
+               f"{result['train_step']['dssb_fraction_of_peak']:.2f} of it (XLA's FLOP count)")
+  summary = '\n'.join(lines)
+  print(summary)
+  with open(os.path.splitext(args.out)[0] + '.md', 'w') as f:
+    f.write(f"# {os.path.basename(args.out)}\n\nCommand: `{result['command']}`\n\n```\n{summary}\n```\n")
 
 
 if __name__ == '__main__':

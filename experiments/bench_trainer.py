@@ -131,11 +131,16 @@ def main_():
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(result, f, indent=1)
-  print(f"trainer / bare step: {result['median_ratio_trainer_over_bare']:.3f} "
-        f"(target >= 0.9); rounds: {[round(r['ratio'], 3) for r in rounds]}")
+  lines = []
+  lines.append(f"trainer / bare step: {result['median_ratio_trainer_over_bare']:.3f} "
+               f"(target >= 0.9); rounds: {[round(r['ratio'], 3) for r in rounds]}")
   for d, p in result['padding'].items():
-    print(f"{d}: padding unpacked {p['unpacked_padding']:.1%}, packed "
-          f"{p['packed_padding']:.1%}")
+    lines.append(f"{d}: padding unpacked {p['unpacked_padding']:.1%}, packed "
+                 f"{p['packed_padding']:.1%}")
+  summary = '\n'.join(lines)
+  print(summary)
+  with open(os.path.splitext(args.out)[0] + '.md', 'w') as f:
+    f.write(f"# {os.path.basename(args.out)}\n\nCommand: `{result['command']}`\n\n```\n{summary}\n```\n")
 
 
 if __name__ == '__main__':

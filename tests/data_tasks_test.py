@@ -179,19 +179,15 @@ def test_mixture(svamp_vocab):
 
 
 def test_gin_binding(svamp_vocab):
-
-  @gin.configurable
-  def consumer(task_name=None):
-    return task_name
-
-  with gin.unlock_config():
-    gin.parse_config_files_and_bindings(
-        [os.path.join(REPO, 'gin/data/task.gin')],
-        ["DATASET = 'svamp'", "RECIPE = 'step_by_step'", 'FRACTION = 0.5',
-         f"VOCAB_PATH = '{svamp_vocab}'", 'consumer.task_name = %TASK_NAME'],
-        finalize_config=False)
+  """The run defaults (gin/runs/train.gin) turn DATASET, RECIPE, FRACTION into the task."""
+  from dssb import main  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  main.parse_gin(['models/tiny.gin', 'runs/train.gin'],
+                 ["DATASET = 'svamp'", "RECIPE = 'step_by_step'", 'FRACTION = 0.5',
+                  f"VOCAB_PATH = '{svamp_vocab}'", "MODEL_DIR = '/tmp/unused'"])
   try:
-    assert consumer() == tasks.get_task_name(
+    name = gin.query_parameter('%TASK').scoped_configurable_fn()
+    assert name == tasks.get_task_name(
         'svamp', 'step_by_step', fraction=0.5, vocab_path=svamp_vocab)
   finally:
     gin.clear_config()

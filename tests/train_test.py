@@ -50,13 +50,14 @@ def _run(env, model_dir, *extra, check=True, **kw):
 
 
 def _train_losses(model_dir):
-  """{step: record} of train records; a step logged twice (before and after a restart) keeps
-  its last record."""
+  """{step: record} of train records; a step must be logged once (a resume drops the records
+  that a killed run wrote past its last checkpoint)."""
   out = {}
   with open(os.path.join(model_dir, 'metrics.jsonl')) as f:
     for line in f:
       rec = json.loads(line)
       if 'split' not in rec:
+        assert rec['step'] not in out, f"step {rec['step']} logged twice"
         out[rec['step']] = rec
   return out
 
