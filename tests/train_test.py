@@ -227,3 +227,42 @@ def test_step_by_step_loss_of_the_model_is_the_weighted_sum():
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   assert any(float(jnp.abs(a).max()) > 0 for a in jax.tree.leaves(g1))
+
+
+@pytest.mark.parametrize('recipe', ['standard', 'distill', 'single_task_rationale_first'])
+def test_each_recipe_runs_end_to_end(env, tmp_path, recipe):
+  model_dir = str(tmp_path / recipe)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'dssb.train', f'--gin_file=gin/cpu/svamp_{recipe}.gin',
+       f"--gin.MODEL_DIR='{model_dir}'", '--gin.TRAIN_STEPS=2', '--gin.EVAL_EVERY=2',
+       '--gin.BATCH_SIZE=4', '--gin.train.eval_limit=4', '--gin.train.eval_batch_size=4',
+       '--gin.train.max_decode_length=4'],
+      cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rec = _train_losses(model_dir)[2]
+  assert np.isfinite(rec['loss']) and 'rationale_loss' not in rec  # one target per example
+  with open(os.path.join(model_dir, 'results.json')) as f:
+    assert json.load(f)['last']['test']['num_examples'] == 4
+
+
+def test_init_checkpoint_starts_from_its_weights(env, tmp_path):
+  """A Hugging Face folder as init_checkpoint: with lr 0 the saved params are its params."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from dssb import checkpoints, main  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  main.parse_gin(['models/tiny.gin'], ['model.T5Config.vocab_size = 1024'])
+  config = gin.query_parameter('%MODEL_CONFIG').scoped_configurable_fn()
+  gin.clear_config()
+  params = init_params(config, jax.random.PRNGKey(7))
+  hf_dir = str(tmp_path / 'hf')
+  checkpoints.export_hf(config, params, hf_dir)
+  model_dir = str(tmp_path / 'run')
+  _run(env, model_dir, '--gin.TRAIN_STEPS=1', '--gin.EVAL_EVERY=1', '--gin.LEARNING_RATE=0.0',
+       f"--gin.INIT_CHECKPOINT='{hf_dir}'")
+  saved = ocp.StandardCheckpointer().restore(os.path.join(model_dir, 'checkpoints', '1', 'state'))
+  for a, b in zip(jax.tree.leaves(saved['params']), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  proc = _run(env, str(tmp_path / 'other'), '--gin.TRAIN_STEPS=1',
+              f"--gin.INIT_CHECKPOINT='{hf_dir}'", '--gin.model.T5Config.d_ff=64', check=False)
+  assert proc.returncode != 0 and 'd_ff' in proc.stderr and hf_dir in proc.stderr
