@@ -13,7 +13,6 @@ rows, 'label' and 'rationale', so both losses are computed on the same examples 
 """
 
 import dataclasses
-import logging
 from typing import Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
@@ -30,6 +29,11 @@ class Examples:
   texts: Dict[str, list]       # *_pretokenized strings where the task keeps them
   truncated: Dict[str, int]    # how many examples were cut per feature
 
+  def describe(self) -> str:
+    """'720' or '720 (cut to length: inputs 10, rationale_targets 7)'."""
+    cut = ', '.join(f'{k} {n}' for k, n in self.truncated.items() if n)
+    return f'{len(self)} (cut to length: {cut})' if cut else str(len(self))
+
   def __len__(self):
     return len(next(iter(self.tokens.values())))
 
@@ -39,7 +43,7 @@ class Examples:
 
 
 def load_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]) -> Examples:
-  """Reads a seqio task split in its fixed order; counts and reports examples cut to length."""
+  """Reads a seqio task split in its fixed order, counting the examples cut to length."""
   import seqio  # pylint: disable=g-import-not-at-top  (slow import, TF)
   task = seqio.get_mixture_or_task(task_name)
   ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1,
@@ -61,10 +65,6 @@ def load_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]
   if not keys or not tokens[keys[0]]:
     raise ValueError(f'task {task_name!r} split {split!r} has no examples with features '
                      f'{sorted(feature_lengths)}')
-  for k, n in truncated.items():
-    if n:
-      logging.warning('%s/%s: %d of %d examples cut to %s=%d tokens', task_name, split, n,
-                      len(tokens[k]), k, feature_lengths[k])
   return Examples(tokens, texts, truncated)
 
 

@@ -1,7 +1,8 @@
 """Command line of the trainer, t5x's flag habits: --gin_file=F (repeatable), --gin.KEY=VALUE.
 
 Multi-host: on TPU pods pass --multihost (JAX finds its peers); elsewhere pass
---coordinator_address=HOST:PORT --num_processes=N --process_id=I on every host.
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I on every host (or the
+environment variables DSSB_COORDINATOR, DSSB_NUM_PROCESSES, DSSB_PROCESS_ID).
 """
 
 import argparse
@@ -31,8 +32,12 @@ def run(argv=None):
   parser.add_argument('--gin_file', action='append', default=[], help='gin file (repeatable)')
   parser.add_argument('--multihost', action='store_true', help='jax.distributed on a TPU pod')
   parser.add_argument('--coordinator_address', default=os.environ.get('DSSB_COORDINATOR'))
-  parser.add_argument('--num_processes', type=int)
-  parser.add_argument('--process_id', type=int)
+  parser.add_argument('--num_processes', type=int,
+                      default=os.environ.get('DSSB_NUM_PROCESSES') and
+                      int(os.environ['DSSB_NUM_PROCESSES']))
+  parser.add_argument('--process_id', type=int,
+                      default=os.environ.get('DSSB_PROCESS_ID') and
+                      int(os.environ['DSSB_PROCESS_ID']))
   args, rest = parser.parse_known_args(argv)
   bindings = []
   for arg in rest:

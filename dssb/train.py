@@ -221,7 +221,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     splits = {'train': input_pipeline.load_examples(task, 'train', feature_lengths)}
     for split in ('validation', 'test'):
       splits[split] = input_pipeline.load_examples(task, split, feature_lengths)
-    _log(f'task {task}: ' + ', '.join(f'{k} {len(v)}' for k, v in splits.items())
+    _log(f'task {task}: ' + ', '.join(f'{k} {v.describe()}' for k, v in splits.items())
          + f'; global batch {batch_size} on mesh {dict(mesh.shape)}')
 
     def decode_fn(params, enc):
