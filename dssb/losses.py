@@ -33,17 +33,17 @@ def cross_entropy(logits_BxTxV, targets, weights_BxT, label_smoothing: float = 0
     TokenLoss with the mean over weighted tokens.
   """
   logits = logits_BxTxV.astype(jnp.float32)
-  vocab = logits.shape[-1]
   log_z_BxT = jax.nn.logsumexp(logits, axis=-1)
-  log_probs = logits - log_z_BxT[..., None]
   if targets.ndim == logits.ndim:  # a distribution per position
-    token_ce_BxT = -jnp.sum(targets.astype(jnp.float32) * log_probs, axis=-1)
+    probs = targets.astype(jnp.float32)
+    token_ce_BxT = log_z_BxT * jnp.sum(probs, axis=-1) - jnp.sum(probs * logits, axis=-1)
   else:
-    # PyTorch / HF label smoothing: (1 - eps) on the target plus eps spread over the vocabulary.
-    target_logp_BxT = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    token_ce_BxT = -(1.0 - label_smoothing) * target_logp_BxT
+    # -log p(target) = log Z - logit[target]. Label smoothing as PyTorch / HF: (1 - eps) on the
+    # target plus eps spread uniformly over the vocabulary.
+    target_logit_BxT = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    token_ce_BxT = (1.0 - label_smoothing) * (log_z_BxT - target_logit_BxT)
     if label_smoothing:
-      token_ce_BxT -= label_smoothing / vocab * jnp.sum(log_probs, axis=-1)
+      token_ce_BxT += label_smoothing * (log_z_BxT - jnp.mean(logits, axis=-1))
   token_z_BxT = z_loss * jnp.square(log_z_BxT)
   weights = weights_BxT.astype(jnp.float32)
   num_tokens = jnp.sum(weights)
