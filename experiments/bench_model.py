@@ -87,6 +87,43 @@ def torch_train_step(model):
   return step
 
 
+def train_breakdown(params, hf, jax_batch, torch_batch, reps=3):
+  """Milliseconds of forward, forward+backward and the clipped AdamW update, both frameworks."""
+  model = T5(CONFIG)
+  enc, dec, tgt = jax_batch
+
+  def loss_fn(p):
+    logits = model.apply({'params': p}, enc, dec, tgt)
+    return losses.cross_entropy(logits, tgt, (tgt > 0).astype(jnp.float32)).loss
+  fwd, grad = jax.jit(loss_fn), jax.jit(jax.grad(loss_fn))
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.0))
+  update = jax.jit(lambda g, s, p: optax.apply_updates(p, tx.update(g, s, p)[0]))
+  grads, opt_state = grad(params), tx.init(params)
+  def ms(f):
+    f()  # warm-up: compilation, allocations
+    return 1000 * time_steps(f, reps)
+  block = jax.block_until_ready
+  out = {'dssb': {'forward': ms(lambda: block(fwd(params))),
+                  'forward_backward': ms(lambda: block(grad(params))),
+                  'update': ms(lambda: block(update(grads, opt_state, params)))}}
+  e, d, t = torch_batch
+  opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.0)
+  run = lambda: hf(input_ids=e, attention_mask=e > 0, decoder_input_ids=d, labels=t).loss
+
+  def fwd_bwd():
+    hf.zero_grad(set_to_none=True)
+    run().backward()
+
+  def torch_update():
+    torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+    opt.step()
+  with torch.no_grad():
+    torch_forward = ms(run)
+  out['torch'] = {'forward': torch_forward, 'forward_backward': ms(fwd_bwd),
+                  'update': ms(torch_update)}
+  return out
+
+
 def time_steps(fn, n):
   start = time.perf_counter()
   for _ in range(n):
@@ -151,6 +188,7 @@ def main():
     s_torch = time_steps(run_torch_step, args.steps)
     train_rounds.append({'dssb_tokens_per_s': tokens / s_dssb,
                          'torch_tokens_per_s': tokens / s_torch, 'ratio': s_torch / s_dssb})
+  breakdown = train_breakdown(state['params'], hf, (enc_j, dec_j, tgt_j), (enc_t, dec_t, tgt_t))
   peak = matmul_peak_gflops()
 
   med = lambda rows, k: statistics.median(r[k] for r in rows)
@@ -170,6 +208,7 @@ def main():
                         'median_speedup_dssb_over_hf': med(decode_rounds, 'speedup'),
                         'target': '>= 2.0', 'rounds': decode_rounds},
       'matmul_float32': peak,
+      'train_step_breakdown_ms': breakdown,
   }
   step_flops = step.lower(state['params'], state['opt'], enc_j, dec_j,
                           tgt_j).compile().cost_analysis()
@@ -188,6 +227,9 @@ def main():
   lines.append(f"greedy decode 32x64: speedup over HF generate "
                f"{result['greedy_decode']['median_speedup_dssb_over_hf']:.2f} (target >= 2), "
                f"same tokens {same_tokens:.3f}")
+  b = result['train_step_breakdown_ms']
+  lines.append('train step parts, ms (dssb / PyTorch): ' + ', '.join(
+      f"{k} {b['dssb'][k]:.0f} / {b['torch'][k]:.0f}" for k in b['dssb']))
   lines.append(f"float32 matmul peak {peak['peak_gflops']:.0f} GFLOP/s; dssb step at "
                f"{result['train_step']['dssb_fraction_of_peak']:.2f} of it (XLA's FLOP count)")
   summary = '\n'.join(lines)
