@@ -12,7 +12,6 @@ medians are reported. Writes results/perf/model_benchmark.json and prints a summ
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,8 @@ import torch
 
 from dssb import checkpoints, losses
 from dssb.model import T5, T5Config, generate, init_params
+
+import perf_report  # experiments/perf_report.py
 
 CONFIG = T5Config(vocab_size=32128, d_model=512, num_heads=6, head_dim=64, d_ff=1024,
                   num_encoder_layers=8, num_decoder_layers=8, dropout_rate=0.0)
@@ -217,9 +218,6 @@ def main():
   result['train_step']['dssb_fraction_of_peak'] = (
       step_flops * result['train_step']['median_dssb_tokens_per_s'] / tokens
       / (peak['peak_gflops'] * 1e9))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(result, f, indent=1)
   lines = []
   lines.append(f"train step: dssb {result['train_step']['median_dssb_tokens_per_s']:.0f} tok/s, "
                f"PyTorch {result['train_step']['median_torch_tokens_per_s']:.0f} tok/s, "
@@ -232,10 +230,7 @@ def main():
       f"{k} {b['dssb'][k]:.0f} / {b['torch'][k]:.0f}" for k in b['dssb']))
   lines.append(f"float32 matmul peak {peak['peak_gflops']:.0f} GFLOP/s; dssb step at "
                f"{result['train_step']['dssb_fraction_of_peak']:.2f} of it (XLA's FLOP count)")
-  summary = '\n'.join(lines)
-  print(summary)
-  with open(os.path.splitext(args.out)[0] + '.md', 'w') as f:
-    f.write(f"# {os.path.basename(args.out)}\n\nCommand: `{result['command']}`\n\n```\n{summary}\n```\n")
+  perf_report.write(args.out, result, lines)
 
 
 if __name__ == '__main__':

@@ -25,10 +25,11 @@ dssb.import_tensorflow_quietly()
 import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from dssb import input_pipeline, main, optimizers, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dssb.model import T5  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import perf_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 GIN = 'gin/cpu/svamp_step_by_step.gin'
 LENGTHS = {'inputs': 128, 'targets': 32, 'rationale_inputs': 128, 'rationale_targets': 128}
@@ -128,19 +129,13 @@ def main_():
       'target': '>= 0.9 (overhead under 10%)', 'rounds': rounds,
       'padding': {d: padding(d, vocab_path) for d in ('svamp', 'cqa')},
   }
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(result, f, indent=1)
   lines = []
   lines.append(f"trainer / bare step: {result['median_ratio_trainer_over_bare']:.3f} "
                f"(target >= 0.9); rounds: {[round(r['ratio'], 3) for r in rounds]}")
   for d, p in result['padding'].items():
     lines.append(f"{d}: padding unpacked {p['unpacked_padding']:.1%}, packed "
                  f"{p['packed_padding']:.1%}")
-  summary = '\n'.join(lines)
-  print(summary)
-  with open(os.path.splitext(args.out)[0] + '.md', 'w') as f:
-    f.write(f"# {os.path.basename(args.out)}\n\nCommand: `{result['command']}`\n\n```\n{summary}\n```\n")
+  perf_report.write(args.out, result, lines)
 
 
 if __name__ == '__main__':
