@@ -304,13 +304,14 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           best = {'score': record[metric], 'metric': metric, 'step': done}
           ckpt.save(done, state, meta_for(model_config, done, data_seed=data_seed, best=best),
                     best=True)
-      if done % checkpoint_every == 0 or done == num_steps or preemption.any_host():
+      preempted = preemption.any_host()
+      if done % checkpoint_every == 0 or done == num_steps or preempted:
         if pending is not None:
           flush(pending)
           pending = None
         save(done, force=True)
         last_saved = done
-        if preemption.any_host() and done < num_steps:
+        if preempted and done < num_steps:
           ckpt.wait()
           _log(f'SIGTERM: saved step {done} to {model_dir}; restart the same command to resume')
           ckpt.close()
