@@ -35,6 +35,37 @@ BATCH, INPUT_LEN, TARGET_LEN = 8, 128, 32
 DECODE_BATCH, DECODE_LEN = 32, 64
 
 
+def memory_bandwidth_gbs(mib=256, reps=10):
+  """Read+write throughput of a jitted elementwise pass over a large float32 array."""
+  x = jnp.ones((mib * 2 ** 20 // 4,), jnp.float32)
+  f = jax.jit(lambda a: a * 1.0001)
+  f(x).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(reps):
+    f(x).block_until_ready()
+  return 2 * x.nbytes * reps / (time.perf_counter() - start) / 1e9
+
+
+def decode_step_floor(params, inputs, bandwidth_gbs):
+  """dssb's time per decoding step (generate(64) - generate(32), over 32 steps) against the
+  time to read, once per step, what a step must read: the decoder weights it uses, the cached
+  cross-attention keys/values and the self-attention cache."""
+  run = lambda n: time_steps(lambda: np.asarray(generate(CONFIG, params, inputs, n)), 2)
+  for n in (64, 32):
+    run(n)  # compile
+  per_step_s = (run(64) - run(32)) / 32
+  dec = params['decoder']
+  weights = sum(x.size for x in jax.tree.leaves(dec))
+  cross_kv = sum(dec[f'layers_{i}']['encoder_decoder_attention'][k]['kernel'].size
+                 for i in range(CONFIG.num_decoder_layers) for k in ('key', 'value'))
+  b, l = inputs.shape
+  kv = CONFIG.num_decoder_layers * 2 * b * CONFIG.num_heads * CONFIG.head_dim
+  step_bytes = 4 * ((weights - cross_kv) + kv * l + kv * DECODE_LEN)
+  floor_s = step_bytes / (bandwidth_gbs * 1e9)
+  return {'per_step_ms': 1000 * per_step_s, 'bytes_read_per_step_mb': step_bytes / 1e6,
+          'memory_floor_ms': 1000 * floor_s, 'floor_over_measured': floor_s / per_step_s}
+
+
 def matmul_peak_gflops(n=2048, reps=10):
   """Best-of float32 matmul throughput of JAX and PyTorch on this CPU."""
   a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
@@ -167,6 +198,8 @@ def main():
     t_dssb = time_steps(run_dssb, 1)
     t_hf = time_steps(run_hf, 1)
     decode_rounds.append({'dssb_s': t_dssb, 'hf_s': t_hf, 'speedup': t_hf / t_dssb})
+  bandwidth = memory_bandwidth_gbs()
+  step_floor = decode_step_floor(params, dec_inputs, bandwidth)
 
   hf.train()
   step, opt_state = dssb_train_step(params)
@@ -207,7 +240,9 @@ def main():
       'greedy_decode': {'batch': DECODE_BATCH, 'new_tokens': DECODE_LEN,
                         'same_tokens_fraction': same_tokens,
                         'median_speedup_dssb_over_hf': med(decode_rounds, 'speedup'),
-                        'target': '>= 2.0', 'rounds': decode_rounds},
+                        'target': '>= 2.0', 'rounds': decode_rounds,
+                        'dssb_step_vs_memory_floor': step_floor},
+      'memory_bandwidth_gbs': bandwidth,
       'matmul_float32': peak,
       'train_step_breakdown_ms': breakdown,
   }
@@ -225,6 +260,9 @@ def main():
   lines.append(f"greedy decode 32x64: speedup over HF generate "
                f"{result['greedy_decode']['median_speedup_dssb_over_hf']:.2f} (target >= 2), "
                f"same tokens {same_tokens:.3f}")
+  lines.append(f"dssb decoding step {step_floor['per_step_ms']:.1f} ms; reading its "
+               f"{step_floor['bytes_read_per_step_mb']:.0f} MB once at the measured "
+               f"{bandwidth:.1f} GB/s takes {step_floor['memory_floor_ms']:.1f} ms")
   b = result['train_step_breakdown_ms']
   lines.append('train step parts, ms (dssb / PyTorch): ' + ', '.join(
       f"{k} {b['dssb'][k]:.0f} / {b['torch'][k]:.0f}" for k in b['dssb']))
