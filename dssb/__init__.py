@@ -22,7 +22,11 @@ def import_tensorflow_quietly():
     sys.stderr.flush()
     os.dup2(devnull, 2)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], 'GPU')  # may print a cuInit failure on CPU machines
+    for kind in ('GPU', 'TPU'):  # listing GPUs may print a cuInit failure on CPU machines
+      try:
+        tf.config.set_visible_devices([], kind)
+      except (RuntimeError, ValueError):  # already initialised, or no such device kind
+        pass
   finally:
     os.dup2(saved, 2)
     os.close(saved)

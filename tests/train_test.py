@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dssb import losses, train
+from dssb import train
 from dssb.model import T5, T5Config, init_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

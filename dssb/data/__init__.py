@@ -20,16 +20,6 @@ kept off GPUs/TPUs so that it never competes with JAX. Import `dssb.data`
 before anything else imports TensorFlow for the environment settings to apply.
 """
 
-import os
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-
 import dssb  # pylint: disable=g-import-not-at-top
 
 tf = dssb.import_tensorflow_quietly()
-for _kind in ('GPU', 'TPU'):
-  try:
-    tf.config.set_visible_devices([], _kind)
-  except (RuntimeError, ValueError):  # Already initialized, or no such kind.
-    pass
