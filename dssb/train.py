@@ -196,11 +196,18 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                          out_shardings=(state_sharding, rep), donate_argnums=0)
 
     ckpt = RunCheckpoints(model_dir, keep_checkpoints, async_checkpoints)
+    data_order = {'data_seed': data_seed, 'batch_size': batch_size}  # step -> examples
     rng = jax.random.PRNGKey(seed)
     if ckpt.latest_step() is not None:
       restore_target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                     abstract_state, state_sharding)
       state, meta = ckpt.restore(restore_target, model_config)
+      changed = {k: (meta.get(k), v) for k, v in data_order.items() if meta.get(k, v) != v}
+      if changed:  # the step is the data position only under the same order
+        raise ValueError(f'{model_dir} was trained with other data-order settings '
+                         f'(setting: (in checkpoint, in gin)): {changed}; resuming would not '
+                         'see the examples the run would have seen. Set them back or use a '
+                         'fresh model_dir.')
       _log(f'resumed from {model_dir} at step {int(state.step)}')
     elif init_checkpoint:
       from dssb import checkpoints  # pylint: disable=g-import-not-at-top
@@ -277,7 +284,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
         progress.set_postfix(loss=f'{metrics["loss"]:.4f}', refresh=False)
 
     def save(step, **kw):
-      ckpt.save(step, state, meta_for(model_config, step, data_seed=data_seed), **kw)
+      ckpt.save(step, state, meta_for(model_config, step, **data_order), **kw)
 
     for step, local_batch in batches:
       if step >= num_steps:
@@ -302,7 +309,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           test_history.append(dict(test, step=done))
         if record[metric] > best.get('score', -np.inf):
           best = {'score': record[metric], 'metric': metric, 'step': done}
-          ckpt.save(done, state, meta_for(model_config, done, data_seed=data_seed, best=best),
+          ckpt.save(done, state, meta_for(model_config, done, best=best, **data_order),
                     best=True)
       preempted = preemption.any_host()
       if done % checkpoint_every == 0 or done == num_steps or preempted:

@@ -183,6 +183,9 @@ def test_model_dir_of_another_model_is_refused(env, uninterrupted, tmp_path):
   proc = _run(env, model_dir, *RESUME, '--gin.model.T5Config.d_model=32', check=False)
   assert proc.returncode != 0
   assert 'different model config' in proc.stderr and 'd_model' in proc.stderr
+  proc = _run(env, model_dir, *RESUME, '--gin.BATCH_SIZE=4', check=False)
+  assert proc.returncode != 0
+  assert 'data-order settings' in proc.stderr and 'batch_size' in proc.stderr
 
 
 def _batch(rng, b=3, l=7, t=5):
