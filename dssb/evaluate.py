@@ -10,6 +10,7 @@ from typing import Callable, Dict
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from dssb import input_pipeline
 
@@ -39,7 +40,7 @@ def evaluate(decode_fn: Callable, params, examples: input_pipeline.Examples, tas
   for idx, batch in input_pipeline.eval_batches(examples, feature_lengths, batch_size,
                                                 process_index, process_count, limit):
     tokens = decode_fn(params, make_global(batch['label']['encoder_input_tokens']))
-    tokens = np.asarray(jax.experimental.multihost_utils.process_allgather(tokens, tiled=True))
+    tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
     for row, i in enumerate(idx):
       if i < 0:
         continue

@@ -49,10 +49,8 @@ class RunCheckpoints:
     manager = self.best if which == 'best' else self.latest
     step = manager.latest_step()
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-    saved = meta.get('model_config', {})
-    wanted = _config_json(config)
-    if saved != wanted:
-      diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    diff = type(config)(**meta['model_config']).architecture_diff(config)
+    if diff:
       raise ValueError(
           f'{manager.directory}/{step} holds a checkpoint of a different model config '
           f'(field: (in checkpoint, in gin)): {diff}. Use a fresh model_dir, or set the gin '
@@ -70,11 +68,6 @@ class RunCheckpoints:
     self.best.close()
 
 
-def _config_json(config) -> dict:
-  return {k: list(v) if isinstance(v, tuple) else v
-          for k, v in dataclasses.asdict(config).items()}
-
-
 def meta_for(config, step: int, **extra) -> dict:
-  return dict(model_config=_config_json(config), step=int(step), jax_processes=jax.process_count(),
-              **extra)
+  return dict(model_config=dataclasses.asdict(config), step=int(step),
+              jax_processes=jax.process_count(), **extra)

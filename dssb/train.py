@@ -211,8 +211,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
       _log(f'resumed from {model_dir} at step {int(state.step)}')
     elif init_checkpoint:
       from dssb import checkpoints  # pylint: disable=g-import-not-at-top
-      loaded_config, params = checkpoints.load(init_checkpoint)
-      _check_same_architecture(loaded_config, model_config, init_checkpoint)
+      # Checked against the gin config: a mismatch names the path and the fields.
+      _, params = checkpoints.load(init_checkpoint, config=model_config)
       params = jax.device_put(params, state_sharding.params)
       opt_state = jax.jit(tx.init, out_shardings=state_sharding.opt_state)(params)
       state = TrainState(jax.device_put(jnp.int32(0), rep), params, opt_state)
@@ -349,15 +349,6 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
       writer.flush()
     ckpt.close()
     return summary
-
-
-def _check_same_architecture(loaded: T5Config, wanted: T5Config, path: str):
-  ignore = {'dropout_rate', 'dtype'}
-  diff = {k: (getattr(loaded, k), getattr(wanted, k)) for k in wanted.__dataclass_fields__
-          if k not in ignore and getattr(loaded, k) != getattr(wanted, k)}
-  if diff:
-    raise ValueError(f'init_checkpoint {path} does not match the gin model config '
-                     f'(field: (checkpoint, gin)): {diff}; include the matching gin/models file')
 
 
 def _fmt(record):

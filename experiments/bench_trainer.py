@@ -112,7 +112,7 @@ def main_():
   args = parser.parse_args()
   gin.clear_config()
   main.parse_gin([GIN], OVERRIDES + ["MODEL_DIR = '/tmp/unused'"])
-  task_name = gin.get_configurable(__import__('dssb.data.tasks').data.tasks.get_task_name)()
+  task_name = gin.query_parameter('%TASK').scoped_configurable_fn()
   config = gin.query_parameter('%MODEL_CONFIG').scoped_configurable_fn()
   vocab_path = gin.query_parameter('%VOCAB_PATH').scoped_configurable_fn()
   rounds = []

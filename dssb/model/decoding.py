@@ -22,10 +22,6 @@ def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temp
   batch = encoder_input_tokens_BxL.shape[0]
   encoded = model.apply(variables, encoder_input_tokens_BxL, method=T5.encode)
   cache = model.apply(variables, encoded, max_length, method=T5.init_cache)
-  # Cross-attention k/v never change: closed over by the loop body, not carried (a carried
-  # copy costs a pass over them per step). Only the self-attention k/v are loop state.
-  cross = [{k: c[k] for k in ('cross_k', 'cross_v')} for c in cache]
-  self_cache = [{k: c[k] for k in ('self_k', 'self_v')} for c in cache]
 
   def choose(logits_BxV, step):
     if method == 'greedy':
@@ -41,20 +37,18 @@ def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temp
     return (step < max_length) & ~jnp.all(done_B)
 
   def body(state):
-    step, prev_B, self_cache, tokens_BxS, logp_BxS, done_B = state
-    cache = [dict(s, **c) for s, c in zip(self_cache, cross)]
+    step, prev_B, cache, tokens_BxS, logp_BxS, done_B = state
     logits_BxV, cache = model.apply(variables, prev_B, encoder_input_tokens_BxL, cache, step,
                                     method=T5.decode_step)
-    self_cache = [{k: c[k] for k in ('self_k', 'self_v')} for c in cache]
     token_B = jnp.where(done_B, PAD_ID, choose(logits_BxV, step))
     logp_B = jnp.take_along_axis(jax.nn.log_softmax(logits_BxV.astype(jnp.float32)),
                                  token_B[:, None], axis=-1)[:, 0]
     logp_B = jnp.where(done_B, 0.0, logp_B)
     tokens_BxS = tokens_BxS.at[:, step].set(token_B)
     logp_BxS = logp_BxS.at[:, step].set(logp_B)
-    return step + 1, token_B, self_cache, tokens_BxS, logp_BxS, done_B | (token_B == EOS_ID)
+    return step + 1, token_B, cache, tokens_BxS, logp_BxS, done_B | (token_B == EOS_ID)
 
-  state = (jnp.int32(0), jnp.full((batch,), PAD_ID, jnp.int32), self_cache,
+  state = (jnp.int32(0), jnp.full((batch,), PAD_ID, jnp.int32), cache,
            jnp.full((batch, max_length), PAD_ID, jnp.int32),
            jnp.zeros((batch, max_length), jnp.float32), jnp.zeros((batch,), bool))
   _, _, _, tokens_BxS, logp_BxS, _ = jax.lax.while_loop(cond, body, state)

@@ -55,6 +55,12 @@ class T5Config:
     if self.num_decoder_layers is None:
       object.__setattr__(self, 'num_decoder_layers', self.num_encoder_layers)
 
+  def architecture_diff(self, other: 'T5Config') -> dict:
+    """{field: (self's, other's)} for the fields that shape the parameters; dropout and the
+    activation dtype may differ between a checkpoint and the run that loads it."""
+    return {f: (getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__
+            if f not in ('dropout_rate', 'dtype') and getattr(self, f) != getattr(other, f)}
+
   @property
   def activation_dtype(self):
     return jnp.dtype(self.dtype)
