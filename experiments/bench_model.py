@@ -3,7 +3,8 @@
 One invocation, the same T5-small-sized config (v1.1 small: d_model 512, 8+8 layers, gated GELU,
 vocab 32128) and the same weights (dssb params exported with dssb.checkpoints.export_hf):
   1. one train step (forward, backward, AdamW, clip 1.0): tokens/s, dssb / PyTorch;
-  2. greedy decoding of 64 tokens for 32 inputs: seconds, HF generate / dssb generate;
+  2. greedy decoding of 64 tokens for 32 inputs: seconds, HF generate / dssb generate, split
+     into the encoder pass and the per-token steps, with the time of dssb's step matmuls alone;
   3. the float32 matmul peak of this CPU (the ceiling both run against).
 Rounds alternate dssb and PyTorch so that machine noise hits both; ratios are per round and the
 medians are reported. Writes results/perf/model_benchmark.json and prints a summary.
@@ -35,35 +36,47 @@ BATCH, INPUT_LEN, TARGET_LEN = 8, 128, 32
 DECODE_BATCH, DECODE_LEN = 32, 64
 
 
-def memory_bandwidth_gbs(mib=256, reps=10):
-  """Read+write throughput of a jitted elementwise pass over a large float32 array."""
-  x = jnp.ones((mib * 2 ** 20 // 4,), jnp.float32)
-  f = jax.jit(lambda a: a * 1.0001)
-  f(x).block_until_ready()
-  start = time.perf_counter()
-  for _ in range(reps):
-    f(x).block_until_ready()
-  return 2 * x.nbytes * reps / (time.perf_counter() - start) / 1e9
+def decode_breakdown(params, hf, inputs, reps=2):
+  """Milliseconds of the encoder pass (plus one step) and of each further decoding step, dssb
+  and HF: (generate(64) - generate(1)) / 63 per step. Also the time of dssb's step matrix
+  products alone: the decoder's 8 x 9 weight matmuls and the logits matmul at batch 32, chained
+  in one jitted function with no attention, norms or cache. That is what XLA:CPU's matmul
+  kernels cost per step whatever the rest of the step does."""
+  best = lambda f: min(time_steps(f, 1) for _ in range(reps))
+  out = {}
+  ids = torch.tensor(inputs)
 
+  def hf_generate(n):
+    with torch.no_grad():
+      return hf.generate(input_ids=ids, attention_mask=ids > 0, max_new_tokens=n,
+                         do_sample=False, num_beams=1)
+  for name, run in (('dssb', lambda n: np.asarray(generate(CONFIG, params, inputs, n))),
+                    ('hf', hf_generate)):
+    for n in (DECODE_LEN, 1):
+      run(n)  # compile, warm up
+    steps = run(DECODE_LEN).shape[1] - (name == 'hf')  # HF's output starts with the BOS
+    first, full = best(lambda: run(1)), best(lambda: run(DECODE_LEN))
+    out[name] = {'encode_and_first_step_ms': 1000 * first,
+                 'per_step_ms': 1000 * (full - first) / (steps - 1)}
 
-def decode_step_floor(params, inputs, bandwidth_gbs):
-  """dssb's time per decoding step (generate(64) - generate(32), over 32 steps) against the
-  time to read, once per step, what a step must read: the decoder weights it uses, the cached
-  cross-attention keys/values and the self-attention cache."""
-  run = lambda n: time_steps(lambda: np.asarray(generate(CONFIG, params, inputs, n)), 2)
-  for n in (64, 32):
-    run(n)  # compile
-  per_step_s = (run(64) - run(32)) / 32
   dec = params['decoder']
-  weights = sum(x.size for x in jax.tree.leaves(dec))
-  cross_kv = sum(dec[f'layers_{i}']['encoder_decoder_attention'][k]['kernel'].size
-                 for i in range(CONFIG.num_decoder_layers) for k in ('key', 'value'))
-  b, l = inputs.shape
-  kv = CONFIG.num_decoder_layers * 2 * b * CONFIG.num_heads * CONFIG.head_dim
-  step_bytes = 4 * ((weights - cross_kv) + kv * l + kv * DECODE_LEN)
-  floor_s = step_bytes / (bandwidth_gbs * 1e9)
-  return {'per_step_ms': 1000 * per_step_s, 'bytes_read_per_step_mb': step_bytes / 1e6,
-          'memory_floor_ms': 1000 * floor_s, 'floor_over_measured': floor_s / per_step_s}
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(inputs.shape[0], CONFIG.d_model)),
+                  jnp.float32)
+
+  @jax.jit
+  def step_matmuls(x, dec):
+    for i in range(CONFIG.num_decoder_layers):
+      layer = dec[f'layers_{i}']
+      sa, ca, mlp = layer['self_attention'], layer['encoder_decoder_attention'], layer['mlp']
+      k = lambda block, name: block[name]['kernel']
+      x = x + (x @ k(sa, 'query') + x @ k(sa, 'key') + x @ k(sa, 'value')) @ k(sa, 'out')
+      x = x + (x @ k(ca, 'query')) @ k(ca, 'out')
+      x = x + (jax.nn.gelu(x @ k(mlp, 'wi_0')) * (x @ k(mlp, 'wi_1'))) @ k(mlp, 'wo')
+    return x @ dec['logits_dense']['kernel']
+  step_matmuls(x, dec).block_until_ready()
+  out['dssb']['step_matmuls_only_ms'] = 1000 * statistics.median(
+      time_steps(lambda: step_matmuls(x, dec).block_until_ready(), 1) for _ in range(10))
+  return out
 
 
 def matmul_peak_gflops(n=2048, reps=10):
@@ -198,8 +211,7 @@ def main():
     t_dssb = time_steps(run_dssb, 1)
     t_hf = time_steps(run_hf, 1)
     decode_rounds.append({'dssb_s': t_dssb, 'hf_s': t_hf, 'speedup': t_hf / t_dssb})
-  bandwidth = memory_bandwidth_gbs()
-  step_floor = decode_step_floor(params, dec_inputs, bandwidth)
+  decode_parts = decode_breakdown(params, hf, dec_inputs)
 
   hf.train()
   step, opt_state = dssb_train_step(params)
@@ -241,8 +253,7 @@ def main():
                         'same_tokens_fraction': same_tokens,
                         'median_speedup_dssb_over_hf': med(decode_rounds, 'speedup'),
                         'target': '>= 2.0', 'rounds': decode_rounds,
-                        'dssb_step_vs_memory_floor': step_floor},
-      'memory_bandwidth_gbs': bandwidth,
+                        'breakdown': decode_parts},
       'matmul_float32': peak,
       'train_step_breakdown_ms': breakdown,
   }
@@ -260,9 +271,11 @@ def main():
   lines.append(f"greedy decode 32x64: speedup over HF generate "
                f"{result['greedy_decode']['median_speedup_dssb_over_hf']:.2f} (target >= 2), "
                f"same tokens {same_tokens:.3f}")
-  lines.append(f"dssb decoding step {step_floor['per_step_ms']:.1f} ms; reading its "
-               f"{step_floor['bytes_read_per_step_mb']:.0f} MB once at the measured "
-               f"{bandwidth:.1f} GB/s takes {step_floor['memory_floor_ms']:.1f} ms")
+  d, h = decode_parts['dssb'], decode_parts['hf']
+  lines.append(f"decoding parts, ms (dssb / HF): encoder + first step "
+               f"{d['encode_and_first_step_ms']:.0f} / {h['encode_and_first_step_ms']:.0f}, "
+               f"each further step {d['per_step_ms']:.1f} / {h['per_step_ms']:.1f}; "
+               f"dssb's step matmuls alone {d['step_matmuls_only_ms']:.1f}")
   b = result['train_step_breakdown_ms']
   lines.append('train step parts, ms (dssb / PyTorch): ' + ', '.join(
       f"{k} {b['dssb'][k]:.0f} / {b['torch'][k]:.0f}" for k in b['dssb']))

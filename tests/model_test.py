@@ -117,6 +117,17 @@ def test_cached_greedy_equals_full_recompute(model):
   assert len(set(reference.ravel().tolist())) > 3
 
 
+def test_greedy_argmax_equals_jnp_argmax_with_ties_and_nans():
+  """The two-reduction argmax of greedy decoding picks what jnp.argmax picks: the first of
+  tied maxima, and the first NaN of a row that has one."""
+  from dssb.model.decoding import _argmax  # pylint: disable=g-import-not-at-top
+  x = np.random.RandomState(0).randint(-3, 4, size=(64, 50)).astype(np.float32)  # many ties
+  x[5, 7] = x[6, 0] = x[6, 9] = np.nan
+  x[7, :] = -np.inf
+  np.testing.assert_array_equal(np.asarray(_argmax(x)), np.asarray(jax.numpy.argmax(x, axis=-1)))
+  assert np.asarray(_argmax(x))[5] == 7 and np.asarray(_argmax(x))[6] == 0
+
+
 @pytest.mark.parametrize('method,temperature', [('greedy', 1.0), ('sample', 0.7)])
 def test_score_matches_generate_log_probs(model, method, temperature):
   """generate's log-probs are those of the model (not the temperature-scaled sampler)."""

@@ -14,6 +14,16 @@ import jax.numpy as jnp
 from dssb.model.network import EOS_ID, PAD_ID, T5, T5Config
 
 
+def _argmax(x_BxV):
+  """jnp.argmax (first index of the maximum) as two plain reductions: XLA:CPU runs the
+  (value, index) reduction of jnp.argmax at 2 ms per decoding step for [32, 32128], these two
+  at 1.2 ms. A row with a NaN gives the first NaN's index, as jnp.argmax does."""
+  max_Bx1 = jnp.max(x_BxV, axis=-1, keepdims=True)
+  index_BxV = jax.lax.broadcasted_iota(jnp.int32, x_BxV.shape, 1)
+  first = (x_BxV == max_Bx1) | jnp.isnan(x_BxV)
+  return jnp.min(jnp.where(first, index_BxV, x_BxV.shape[-1]), axis=-1)
+
+
 @functools.partial(jax.jit, static_argnames=('config', 'max_length', 'method', 'top_k'))
 def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temperature, top_k,
               rng):
@@ -25,7 +35,7 @@ def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temp
 
   def choose(logits_BxV, step):
     if method == 'greedy':
-      return jnp.argmax(logits_BxV, axis=-1)
+      return _argmax(logits_BxV)
     scaled = logits_BxV.astype(jnp.float32) / temperature
     if top_k is not None:
       kth_BxV = jax.lax.top_k(scaled, top_k)[0][:, -1:]
