@@ -76,6 +76,16 @@ def decode_breakdown(params, hf, inputs, reps=2):
   step_matmuls(x, dec).block_until_ready()
   out['dssb']['step_matmuls_only_ms'] = 1000 * statistics.median(
       time_steps(lambda: step_matmuls(x, dec).block_until_ready(), 1) for _ in range(10))
+  flops = step_matmuls.lower(x, dec).compile().cost_analysis()
+  flops = (flops[0] if isinstance(flops, list) else flops)['flops']
+  out['dssb']['step_matmuls_gflops_per_s'] = flops / out['dssb']['step_matmuls_only_ms'] / 1e6
+  # The most dssb could gain with XLA's matmul kernels: encoder as fast as the faster of the two,
+  # and every further step costing its matmuls only.
+  d, h = out['dssb'], out['hf']
+  hf_total = h['encode_and_first_step_ms'] + (DECODE_LEN - 1) * h['per_step_ms']
+  out['speedup_bound_with_xla_matmuls'] = hf_total / (
+      min(d['encode_and_first_step_ms'], h['encode_and_first_step_ms'])
+      + (DECODE_LEN - 1) * d['step_matmuls_only_ms'])
   return out
 
 
@@ -275,7 +285,11 @@ def main():
   lines.append(f"decoding parts, ms (dssb / HF): encoder + first step "
                f"{d['encode_and_first_step_ms']:.0f} / {h['encode_and_first_step_ms']:.0f}, "
                f"each further step {d['per_step_ms']:.1f} / {h['per_step_ms']:.1f}; "
-               f"dssb's step matmuls alone {d['step_matmuls_only_ms']:.1f}")
+               f"dssb's step matmuls alone {d['step_matmuls_only_ms']:.1f} "
+               f"({d['step_matmuls_gflops_per_s']:.0f} GFLOP/s)")
+  lines.append(f"so with XLA:CPU's matmul kernels decoding can be at most "
+               f"{decode_parts['speedup_bound_with_xla_matmuls']:.2f}x HF (encoder at the faster "
+               f"one's time, each step costing its matmuls only)")
   b = result['train_step_breakdown_ms']
   lines.append('train step parts, ms (dssb / PyTorch): ' + ', '.join(
       f"{k} {b['dssb'][k]:.0f} / {b['torch'][k]:.0f}" for k in b['dssb']))
