@@ -196,11 +196,11 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                          out_shardings=(state_sharding, rep), donate_argnums=0)
 
     ckpt = RunCheckpoints(model_dir, keep_checkpoints, async_checkpoints)
+    restore_target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                  abstract_state, state_sharding)
     data_order = {'data_seed': data_seed, 'batch_size': batch_size}  # step -> examples
     rng = jax.random.PRNGKey(seed)
     if ckpt.latest_step() is not None:
-      restore_target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                    abstract_state, state_sharding)
       state, meta = ckpt.restore(restore_target, model_config)
       changed = {k: (meta.get(k), v) for k, v in data_order.items() if meta.get(k, v) != v}
       if changed:  # the step is the data position only under the same order
@@ -330,9 +330,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
 
     summary = {'last': {'step': int(state.step), 'test': run_eval(state.params, 'test')}}
     if best:
-      best_state, _ = ckpt.restore(jax.tree.map(
-          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
-          state_sharding), model_config, which='best')
+      best_state, _ = ckpt.restore(restore_target, model_config, which='best')
       summary['best_on_validation'] = dict(best, test=run_eval(best_state.params, 'test'))
     if test_history:
       m = best.get('metric') or next(iter(test_history[0]))

@@ -13,6 +13,7 @@ medians are reported. Writes results/perf/model_benchmark.json and prints a summ
 """
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -36,6 +37,18 @@ BATCH, INPUT_LEN, TARGET_LEN = 8, 128, 32
 DECODE_BATCH, DECODE_LEN = 32, 64
 
 
+def dssb_greedy(params, inputs, n):
+  return np.asarray(generate(CONFIG, params, inputs, n))
+
+
+def hf_greedy(hf, inputs, n):
+  """HF's greedy tokens, without the leading BOS its output starts with."""
+  ids = torch.tensor(inputs)
+  with torch.no_grad():
+    return hf.generate(input_ids=ids, attention_mask=ids > 0, max_new_tokens=n,
+                       do_sample=False, num_beams=1).numpy()[:, 1:]
+
+
 def decode_breakdown(params, hf, inputs, reps=2):
   """Milliseconds of the encoder pass (plus one step) and of each further decoding step, dssb
   and HF: (generate(64) - generate(1)) / 63 per step. Also the time of dssb's step matrix
@@ -44,17 +57,11 @@ def decode_breakdown(params, hf, inputs, reps=2):
   kernels cost per step whatever the rest of the step does."""
   best = lambda f: min(time_steps(f, 1) for _ in range(reps))
   out = {}
-  ids = torch.tensor(inputs)
-
-  def hf_generate(n):
-    with torch.no_grad():
-      return hf.generate(input_ids=ids, attention_mask=ids > 0, max_new_tokens=n,
-                         do_sample=False, num_beams=1)
-  for name, run in (('dssb', lambda n: np.asarray(generate(CONFIG, params, inputs, n))),
-                    ('hf', hf_generate)):
+  for name, run in (('dssb', lambda n: dssb_greedy(params, inputs, n)),
+                    ('hf', lambda n: hf_greedy(hf, inputs, n))):
     for n in (DECODE_LEN, 1):
       run(n)  # compile, warm up
-    steps = run(DECODE_LEN).shape[1] - (name == 'hf')  # HF's output starts with the BOS
+    steps = run(DECODE_LEN).shape[1]
     first, full = best(lambda: run(1)), best(lambda: run(DECODE_LEN))
     out[name] = {'encode_and_first_step_ms': 1000 * first,
                  'per_step_ms': 1000 * (full - first) / (steps - 1)}
@@ -114,15 +121,25 @@ def batch_arrays(rng):
   return enc, dec, tgt
 
 
+def dssb_loss(params, enc, dec, tgt):
+  logits = T5(CONFIG).apply({'params': params}, enc, dec, tgt)
+  return losses.cross_entropy(logits, tgt, (tgt > 0).astype(jnp.float32)).loss
+
+
+def torch_loss(hf, enc, dec, tgt):
+  return hf(input_ids=enc, attention_mask=enc > 0, decoder_input_ids=dec, labels=tgt).loss
+
+
+def dssb_optimizer():
+  """AdamW as torch.optim.AdamW(lr=1e-4, weight_decay=0) after clipping the norm to 1."""
+  return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.0))
+
+
 def dssb_train_step(params):
-  model = T5(CONFIG)
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.0))
+  tx = dssb_optimizer()
 
   def step(params, opt_state, enc, dec, tgt):
-    def loss_fn(p):
-      logits = model.apply({'params': p}, enc, dec, tgt)
-      return losses.cross_entropy(logits, tgt, (tgt > 0).astype(jnp.float32)).loss
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    loss, grads = jax.value_and_grad(dssb_loss)(params, enc, dec, tgt)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -133,25 +150,20 @@ def torch_train_step(model):
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
 
   def step(enc, dec, tgt):
-    out = model(input_ids=enc, attention_mask=enc > 0, decoder_input_ids=dec, labels=tgt)
-    out.loss.backward()
+    loss = torch_loss(model, enc, dec, tgt)
+    loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return out.loss
+    return loss
   return step
 
 
 def train_breakdown(params, hf, jax_batch, torch_batch, reps=3):
   """Milliseconds of forward, forward+backward and the clipped AdamW update, both frameworks."""
-  model = T5(CONFIG)
-  enc, dec, tgt = jax_batch
-
-  def loss_fn(p):
-    logits = model.apply({'params': p}, enc, dec, tgt)
-    return losses.cross_entropy(logits, tgt, (tgt > 0).astype(jnp.float32)).loss
+  loss_fn = functools.partial(dssb_loss, enc=jax_batch[0], dec=jax_batch[1], tgt=jax_batch[2])
   fwd, grad = jax.jit(loss_fn), jax.jit(jax.grad(loss_fn))
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.0))
+  tx = dssb_optimizer()
   update = jax.jit(lambda g, s, p: optax.apply_updates(p, tx.update(g, s, p)[0]))
   grads, opt_state = grad(params), tx.init(params)
   def ms(f):
@@ -163,7 +175,7 @@ def train_breakdown(params, hf, jax_batch, torch_batch, reps=3):
                   'update': ms(lambda: block(update(grads, opt_state, params)))}}
   e, d, t = torch_batch
   opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.0)
-  run = lambda: hf(input_ids=e, attention_mask=e > 0, decoder_input_ids=d, labels=t).loss
+  run = lambda: torch_loss(hf, e, d, t)
 
   def fwd_bwd():
     hf.zero_grad(set_to_none=True)
@@ -206,13 +218,8 @@ def main():
   # Decoding first (before training changes the weights): same weights, same greedy tokens.
   dec_inputs = rng.integers(2, CONFIG.vocab_size, (DECODE_BATCH, INPUT_LEN))
   hf.eval()
-  run_dssb = lambda: np.asarray(generate(CONFIG, params, dec_inputs, DECODE_LEN))
-  ids = torch.tensor(dec_inputs)
-
-  def run_hf():
-    with torch.no_grad():
-      return hf.generate(input_ids=ids, attention_mask=ids > 0, max_new_tokens=DECODE_LEN,
-                         do_sample=False, num_beams=1).numpy()[:, 1:]
+  run_dssb = lambda: dssb_greedy(params, dec_inputs, DECODE_LEN)
+  run_hf = lambda: hf_greedy(hf, dec_inputs, DECODE_LEN)
   ours, theirs = run_dssb(), run_hf()  # warm-up (compilation) and a check
   n = min(ours.shape[1], theirs.shape[1])
   same_tokens = float((ours[:, :n] == theirs[:, :n]).mean())

@@ -27,7 +27,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from dssb import input_pipeline, main, optimizers, train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dssb.model import T5  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dssb.model import T5, init_params  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import perf_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -60,10 +60,7 @@ def bare_tokens_per_s(task_name, config, n_steps):
   model = T5(config)
   loss_fn = train.make_loss_fn(model, 0.5, 0.0, 0.0)
   step = jax.jit(train.make_train_step(loss_fn, tx, sched), donate_argnums=0)
-  dummy = jnp.ones((1, 4), jnp.int32)
-  params = jax.tree.map(lambda b: b.unbox(), model.init(jax.random.PRNGKey(1), dummy,
-                                                        dummy)['params'],
-                        is_leaf=lambda x: hasattr(x, 'unbox'))
+  params = init_params(config, jax.random.PRNGKey(1))
   state = train.TrainState(jnp.int32(0), params, tx.init(params))
   batches = [jax.device_put(b) for _, (_, b) in zip(range(n_steps + 1), input_pipeline.train_batches(
       examples, LENGTHS, BATCH, 0, 0))]

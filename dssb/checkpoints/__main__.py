@@ -7,10 +7,7 @@
 import argparse
 import dataclasses
 import json
-import os
 import sys
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 
 def main(argv=None) -> int:

@@ -27,16 +27,9 @@ def is_remote(path: str) -> bool:
   return '://' in str(path)
 
 
-@functools.lru_cache(maxsize=None)
 def _gfile():
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], 'GPU')  # keep TensorFlow off accelerators JAX uses
-  except (RuntimeError, ValueError):
-    pass
-  return tf.io.gfile
+  import dssb  # pylint: disable=g-import-not-at-top
+  return dssb.import_tensorflow_quietly().io.gfile
 
 
 def join(path: str, *names: str) -> str:

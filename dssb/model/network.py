@@ -75,6 +75,15 @@ def _constrain(x, axes):
   return nn.with_logical_constraint(x, axes)
 
 
+def _matmul(x_NxI, kernel_IxO, dtype):
+  """x @ kernel with x's leading axes flattened into one: a plain 2-D matmul, whose backward
+  (x^T dy) XLA:CPU runs as one library GEMM; with [B, L, E] it transposed dy in a loop fusion
+  first, which made the train step's backward 30% slower (experiments/bench_model.py). On
+  accelerators the reshape is free."""
+  y = jnp.dot(x_NxI.reshape(-1, x_NxI.shape[-1]).astype(dtype), kernel_IxO.astype(dtype))
+  return y.reshape(*x_NxI.shape[:-1], kernel_IxO.shape[-1])
+
+
 class Dense(nn.Module):
   """x @ kernel with a 2-D (in, out) kernel, as t5x stores it."""
   features: int
@@ -85,13 +94,8 @@ class Dense(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    """The leading axes are flattened into one: the dot is then a plain 2-D matmul whose
-    backward (x^T dy) XLA:CPU runs as one library GEMM; with [B, L, E] it transposed dy in a
-    loop fusion first, which made the train step's backward 30% slower (bench_model.py).
-    On accelerators the reshape is free."""
     kernel = _param(self, 'kernel', self.kernel_init, (x.shape[-1], self.features), self.axes)
-    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
-    return y.reshape(*x.shape[:-1], self.features)
+    return _matmul(x, kernel, self.dtype)
 
 
 class Embed(nn.Module):
@@ -108,8 +112,7 @@ class Embed(nn.Module):
     return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
 
   def attend(self, x):
-    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), self.embedding.T.astype(self.dtype))
-    return y.reshape(*x.shape[:-1], self.vocab_size)
+    return _matmul(x, self.embedding.T, self.dtype)
 
 
 class RMSNorm(nn.Module):
