@@ -199,6 +199,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     restore_target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract_state, state_sharding)
     data_order = {'data_seed': data_seed, 'batch_size': batch_size}  # step -> examples
+    vocabulary = seqio_task.output_features['targets'].vocabulary
+    run_meta = dict(data_order, vocab_path=getattr(vocabulary, 'sentencepiece_model_file', None))
     rng = jax.random.PRNGKey(seed)
     if ckpt.latest_step() is not None:
       state, meta = ckpt.restore(restore_target, model_config)
@@ -284,7 +286,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
         progress.set_postfix(loss=f'{metrics["loss"]:.4f}', refresh=False)
 
     def save(step, **kw):
-      ckpt.save(step, state, meta_for(model_config, step, **data_order), **kw)
+      ckpt.save(step, state, meta_for(model_config, step, **run_meta), **kw)
 
     for step, local_batch in batches:
       if step >= num_steps:
@@ -309,7 +311,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           test_history.append(dict(test, step=done))
         if record[metric] > best.get('score', -np.inf):
           best = {'score': record[metric], 'metric': metric, 'step': done}
-          ckpt.save(done, state, meta_for(model_config, done, best=best, **data_order),
+          ckpt.save(done, state, meta_for(model_config, done, best=best, **run_meta),
                     best=True)
       preempted = preemption.any_host()
       if done % checkpoint_every == 0 or done == num_steps or preempted:
