@@ -7,11 +7,12 @@ different model, and the pipeline position (the step) comes back with the weight
 """
 
 import dataclasses
-import os
 from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+from dssb import paths
 
 
 class RunCheckpoints:
@@ -20,10 +21,9 @@ class RunCheckpoints:
   def __init__(self, model_dir: str, keep: int, async_save: bool = True):
     options = lambda n: ocp.CheckpointManagerOptions(
         max_to_keep=n, create=True, enable_async_checkpointing=async_save)
-    self.latest = ocp.CheckpointManager(os.path.join(os.path.abspath(model_dir), 'checkpoints'),
-                                        options=options(keep))
-    self.best = ocp.CheckpointManager(os.path.join(os.path.abspath(model_dir), 'best'),
-                                      options=options(1))
+    self.directory = paths.path(model_dir)
+    self.latest = ocp.CheckpointManager(self.directory / 'checkpoints', options=options(keep))
+    self.best = ocp.CheckpointManager(self.directory / 'best', options=options(1))
 
   @staticmethod
   def _args(state, meta):
@@ -38,17 +38,19 @@ class RunCheckpoints:
   def latest_step(self) -> Optional[int]:
     return self.latest.latest_step()
 
-  def best_meta(self) -> Optional[dict]:
-    step = self.best.latest_step()
+  def meta(self, which: str = 'latest') -> Optional[dict]:
+    """The json meta of the latest (or best) step, None if there is none; arrays are not read."""
+    manager = self.best if which == 'best' else self.latest
+    step = manager.latest_step()
     if step is None:
       return None
-    return self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
   def restore(self, abstract_state, config, which: str = 'latest'):
     """(state, meta) of the latest (or best) step; refuses a checkpoint of another model."""
     manager = self.best if which == 'best' else self.latest
     step = manager.latest_step()
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    meta = self.meta(which)
     diff = type(config)(**meta['model_config']).architecture_diff(config)
     if diff:
       raise ValueError(

@@ -15,7 +15,10 @@ import flax.linen as nn
 import gin
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from dssb.model import T5Config, init_params
 
 MESH_AXES = ('data', 'model')
 
@@ -86,3 +89,40 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def params_and_optimizer_shardings(config: T5Config, tx: optax.GradientTransformation,
+                                   mesh: Mesh, rules):
+  """Abstract params and optimizer state, and their NamedShardings, without allocating either.
+
+  Params follow their logical axis names. Optimizer leaves shaped like their param share its
+  sharding (Adam moments); the rest (Adafactor's factored rows/columns, counts) are small and
+  replicated.
+
+  Returns:
+    ((abstract_params, abstract_opt_state), (param_shardings, opt_state_shardings)).
+  """
+  boxed = jax.eval_shape(lambda: init_params(config, boxed=True))
+  param_sharding = logical_sharding(boxed, mesh, rules)
+  abstract_params = jax.tree.map(lambda b: b.unbox(apply_constraint=False), boxed,
+                                 is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  rep = replicated(mesh)
+  opt_sharding = optax.tree_map_params(
+      tx, lambda leaf, p, s: s if leaf.shape == p.shape else rep, abstract_opt, abstract_params,
+      param_sharding, transform_non_params=lambda _: rep)
+  return (abstract_params, abstract_opt), (param_sharding, opt_sharding)
+
+
+def host_to_global(tree, mesh: Mesh):
+  """Each host's rows [b, ...] -> global jax.Arrays [b * process_count, ...] split over 'data'.
+
+  Host i holds rows [i*b, (i+1)*b) of the global batch (input_pipeline's contract).
+  """
+  rows = batch_sharding(mesh)
+
+  def to_global(x):
+    global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+    return jax.make_array_from_process_local_data(rows, x, global_shape)
+
+  return jax.tree.map(to_global, tree)

@@ -26,7 +26,7 @@ import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from dssb import input_pipeline, main, optimizers, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dssb import gin_utils, input_pipeline, optimizers, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dssb.model import T5, init_params  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import perf_report  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -45,7 +45,7 @@ OVERRIDES = [
 
 def trainer_tokens_per_s(model_dir):
   gin.clear_config()
-  main.parse_gin([GIN], OVERRIDES + [f"MODEL_DIR = '{model_dir}'"])
+  gin_utils.parse_gin([GIN], OVERRIDES + [f"MODEL_DIR = '{model_dir}'"])
   gin.get_configurable(train.train)()
   with open(os.path.join(model_dir, 'metrics.jsonl')) as f:
     rows = [json.loads(l) for l in f if 'split' not in l]
@@ -108,7 +108,7 @@ def main_():
   parser.add_argument('--out', default='results/perf/trainer_benchmark.json')
   args = parser.parse_args()
   gin.clear_config()
-  main.parse_gin([GIN], OVERRIDES + ["MODEL_DIR = '/tmp/unused'"])
+  gin_utils.parse_gin([GIN], OVERRIDES + ["MODEL_DIR = '/tmp/unused'"])
   task_name = gin.query_parameter('%TASK').scoped_configurable_fn()
   config = gin.query_parameter('%MODEL_CONFIG').scoped_configurable_fn()
   vocab_path = gin.query_parameter('%VOCAB_PATH').scoped_configurable_fn()

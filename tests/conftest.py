@@ -10,6 +10,21 @@ os.environ.setdefault('DSSB_DATA_DIR', os.path.normpath(os.path.join(
     'dss_data')))
 
 
+@pytest.fixture(scope='session', autouse=True)
+def jax_compilation_cache(tmp_path_factory):
+  """One persistent XLA compilation cache for the session's runs, in this process and in the
+  subprocesses it starts: the tiny model's steps are compiled once, not once per run."""
+  import jax  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('jax_cache'))
+  settings = {'jax_compilation_cache_dir': path,
+              'jax_persistent_cache_min_compile_time_secs': 0.2,
+              'jax_persistent_cache_min_entry_size_bytes': 0}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+    os.environ[name.upper()] = str(value)
+  return path
+
+
 @pytest.fixture(scope='session')
 def dss_data_dir():
   """The DSS data folder; skips the test when there is none."""

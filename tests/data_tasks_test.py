@@ -180,11 +180,11 @@ def test_mixture(svamp_vocab):
 
 def test_gin_binding(svamp_vocab):
   """The run defaults (gin/runs/train.gin) turn DATASET, RECIPE, FRACTION into the task."""
-  from dssb import main  # pylint: disable=g-import-not-at-top
+  from dssb import gin_utils  # pylint: disable=g-import-not-at-top
   gin.clear_config()
-  main.parse_gin(['models/tiny.gin', 'runs/train.gin'],
-                 ["DATASET = 'svamp'", "RECIPE = 'step_by_step'", 'FRACTION = 0.5',
-                  f"VOCAB_PATH = '{svamp_vocab}'", "MODEL_DIR = '/tmp/unused'"])
+  gin_utils.parse_gin(['models/tiny.gin', 'runs/train.gin'],
+                      ["DATASET = 'svamp'", "RECIPE = 'step_by_step'", 'FRACTION = 0.5',
+                       f"VOCAB_PATH = '{svamp_vocab}'", "MODEL_DIR = '/tmp/unused'"])
   try:
     name = gin.query_parameter('%TASK').scoped_configurable_fn()
     assert name == tasks.get_task_name(

@@ -5,24 +5,23 @@ import jax
 import numpy as np
 import pytest
 
-from dssb import main
+from dssb import gin_utils
 from dssb.model import init_params
 
-# Parameter counts of the released checkpoints (t5-small ... t5-11b, google/t5-v1_1-*,
-# google/flan-t5-*); v1.1 base is also checked in ../shared/reference/ENVIRONMENT.md.
+# Parameter counts of the released checkpoints (t5-small ... t5-11b, google/t5-v1_1-*; the
+# google/flan-t5-* releases have the v1.1 architectures and counts, so they use the t5_1_1 files);
+# v1.1 base is also checked in ../shared/reference/ENVIRONMENT.md.
 PUBLISHED = {
     't5_1_0_small': 60_506_624, 't5_1_0_base': 222_903_552, 't5_1_0_large': 737_668_096,
     't5_1_0_xl': 2_851_598_336, 't5_1_0_xxl': 11_307_321_344,
     't5_1_1_small': 76_961_152, 't5_1_1_base': 247_577_856, 't5_1_1_large': 783_150_080,
     't5_1_1_xl': 2_849_757_184, 't5_1_1_xxl': 11_135_332_352,
 }
-PUBLISHED.update({k.replace('t5_1_1', 'flan_t5'): v for k, v in PUBLISHED.items()
-                  if k.startswith('t5_1_1')})
 
 
 def _config(name):
   gin.clear_config()
-  main.parse_gin([f'models/{name}.gin'], [])
+  gin_utils.parse_gin([f'models/{name}.gin'], [])
   config = gin.query_parameter('%MODEL_CONFIG').scoped_configurable_fn()
   gin.clear_config()
   return config

@@ -1,7 +1,7 @@
 """What both checkpoint formats share: the error type, file access, and the params check.
 
-Paths are local or remote (gs://...). Local paths go through `os` and never import TensorFlow;
-remote ones go through `tf.io.gfile`, imported on first use.
+Paths are local or remote (gs://...), all through dssb.paths (etils.epath): local paths go
+through `os` and never import TensorFlow; remote ones go through `tf.io.gfile`.
 """
 
 import collections.abc
@@ -12,6 +12,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from dssb import paths
 from dssb.model.network import T5Config, init_params
 
 
@@ -23,13 +24,7 @@ class CheckpointError(ValueError):
 # Files
 
 
-def is_remote(path: str) -> bool:
-  return '://' in str(path)
-
-
-def _gfile():
-  import dssb  # pylint: disable=g-import-not-at-top
-  return dssb.import_tensorflow_quietly().io.gfile
+is_remote = paths.is_remote
 
 
 def join(path: str, *names: str) -> str:
@@ -40,48 +35,34 @@ def join(path: str, *names: str) -> str:
 
 
 def exists(path: str) -> bool:
-  return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+  return paths.path(path).exists()
 
 
 def isdir(path: str) -> bool:
-  return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+  return paths.path(path).is_dir()
 
 
 def listdir(path: str) -> list:
-  if is_remote(path):
-    return sorted(name.rstrip('/') for name in _gfile().listdir(path))
-  return sorted(os.listdir(path))
+  return sorted(p.name for p in paths.path(path).iterdir())
 
 
 def read_bytes(path: str) -> bytes:
   """The whole file; a missing file is a CheckpointError naming it."""
   if not exists(path):
     raise CheckpointError(f'{path}: file not found')
-  with open_file(path, 'rb') as f:
-    return f.read()
-
-
-def open_file(path: str, mode: str = 'rb'):
-  return _gfile().GFile(path, mode) if is_remote(path) else open(path, mode)
+  return paths.path(path).read_bytes()
 
 
 def write_bytes(path: str, data: bytes) -> None:
-  with open_file(path, 'wb') as f:
-    f.write(data)
+  paths.path(path).write_bytes(data)
 
 
 def makedirs(path: str) -> None:
-  if is_remote(path):
-    _gfile().makedirs(path)
-  else:
-    os.makedirs(path, exist_ok=True)
+  paths.path(path).mkdir(parents=True, exist_ok=True)
 
 
 def rename(src: str, dst: str) -> None:
-  if is_remote(src):
-    _gfile().rename(src, dst, overwrite=False)
-  else:
-    os.rename(src, dst)
+  paths.path(src).rename(paths.path(dst))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,26 +129,20 @@ def check_params(config: T5Config, flat: dict, path: str) -> None:
                           ' | '.join(problems))
 
 
-# Fields a checkpoint's arrays (or an HF config.json) determine; a `config=` given to load must
-# agree on them. The others (dropout, dtype, the activation kind...) come from the given config.
-ARCHITECTURE_FIELDS = ('vocab_size', 'd_model', 'num_heads', 'head_dim', 'd_ff',
-                       'num_encoder_layers', 'num_decoder_layers', 'tie_embeddings',
-                       'relative_attention_num_buckets')
-
-
 def reconcile(inferred: T5Config, given: Optional[T5Config], path: str,
-              fields=ARCHITECTURE_FIELDS) -> T5Config:
-  """Returns `given` (or `inferred`), after checking `given` agrees with the checkpoint."""
+              whole_architecture: bool = False) -> T5Config:
+  """Returns `given` (or `inferred`), after checking `given` agrees with the checkpoint.
+
+  A T5X checkpoint's arrays determine only the parameter shapes; a Hugging Face config.json
+  also names the activation and the other architecture fields (`whole_architecture`).
+  """
   if given is None:
     return inferred
-  diffs = [f'{f}: checkpoint {getattr(inferred, f)!r}, config {getattr(given, f)!r}'
-           for f in fields if getattr(inferred, f) != getattr(given, f)]
-  if len(inferred.mlp_activations) != len(given.mlp_activations):
-    diffs.append(f'mlp_activations: checkpoint has {len(inferred.mlp_activations)} input '
-                 f'kernel(s) ({inferred.mlp_activations}), config {given.mlp_activations}')
-  if diffs:
-    raise CheckpointError(f'{path}: the given config does not match the checkpoint: ' +
-                          '; '.join(diffs))
+  diff = (inferred.architecture_diff(given) if whole_architecture
+          else inferred.param_shape_diff(given))
+  if diff:
+    raise CheckpointError(f'{path}: the given config does not match the checkpoint: ' + '; '.join(
+        f'{field}: checkpoint {ours!r}, config {theirs!r}' for field, (ours, theirs) in diff.items()))
   return given
 
 

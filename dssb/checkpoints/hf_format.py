@@ -18,6 +18,7 @@ from typing import Optional
 import ml_dtypes
 import numpy as np
 
+from dssb import paths
 from dssb.checkpoints import base
 from dssb.checkpoints.base import CheckpointError
 from dssb.model.network import T5Config
@@ -92,7 +93,7 @@ def write_safetensors(path: str, tensors: dict, metadata: Optional[dict] = None)
   header['__metadata__'] = metadata or {'format': 'pt'}
   encoded = json.dumps(header, separators=(',', ':')).encode()
   encoded += b' ' * (-len(encoded) % 8)
-  with base.open_file(path, 'wb') as f:
+  with paths.path(path).open('wb') as f:
     f.write(len(encoded).to_bytes(8, 'little'))
     f.write(encoded)
     for arr in arrays.values():
@@ -304,8 +305,7 @@ def load_hf(path: str, config: Optional[T5Config] = None):
     tensors['lm_head.weight'] = lm_head if factor is None else base.as_float32(lm_head) * factor
 
   inferred = _t5config(cfg, tied, config_path)
-  config = base.reconcile(inferred, config, where, base.ARCHITECTURE_FIELDS + (
-      'mlp_activations', 'relative_attention_max_distance', 'layer_norm_epsilon'))
+  config = base.reconcile(inferred, config, where, whole_architecture=True)
   entries = name_map(config)
   expected = base.expected_shapes(config)
   missing = [hf for hf, _, _ in entries if hf not in tensors]
@@ -341,14 +341,12 @@ def export_hf(config: T5Config, params, out_dir: str) -> str:
 
   Args:
     config: the architecture; params are checked against it.
-    params: the params tree (or {'params': tree}).
+    params: the params tree.
     out_dir: the folder to write (created; local or gs://).
 
   Returns:
     out_dir.
   """
-  if set(params) == {'params'}:
-    params = params['params']
   flat = base.flatten(params)
   base.check_params(config, flat, str(out_dir))
   hf_config = hf_config_dict(config, str(out_dir))

@@ -272,7 +272,7 @@ def save_t5x(config: T5Config, params, directory: str, step: int = 0, param_stat
 
   Args:
     config: the architecture; params are checked against it.
-    params: the params tree (variables['params']).
+    params: the params tree (what init_params and load return).
     directory: the folder that gets checkpoint_<step>/ (local or gs://).
     step: the training step recorded in the checkpoint and its folder name.
     param_states: optimizer state to store under optimizer/state/param_states ({} if None).
@@ -283,8 +283,6 @@ def save_t5x(config: T5Config, params, directory: str, step: int = 0, param_stat
   Returns:
     The checkpoint folder.
   """
-  if set(params) == {'params'}:
-    params = params['params']
   flat = {name: np.asarray(x) for name, x in base.flatten(params).items()}
   base.check_params(config, flat, str(directory))
   final_dir = base.join(directory, f'checkpoint_{int(step)}')

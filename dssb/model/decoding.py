@@ -72,7 +72,7 @@ def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
 
   Args:
     config: the network's architecture.
-    params: the params tree (the content of variables['params']).
+    params: the params tree (what init_params and dssb.checkpoints.load return).
     encoder_input_tokens: int [B, L], 0-padded.
     max_length: number of decoded positions.
     method: 'greedy' or 'sample' (temperature, then top_k if given).
@@ -88,8 +88,6 @@ def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
   """
   if method not in ('greedy', 'sample'):
     raise ValueError(f"generate: method must be 'greedy' or 'sample', got {method!r}")
-  if set(params) == {'params'}:
-    params = params['params']
   tokens, log_probs = _generate(config, params, jnp.asarray(encoder_input_tokens, jnp.int32),
                                 max_length, method, jnp.float32(temperature), top_k,
                                 jax.random.PRNGKey(seed))
@@ -98,8 +96,6 @@ def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
 
 def score(config: T5Config, params, encoder_input_tokens, decoder_target_tokens):
   """Per-token log p(target | input, prefix) [B, T] by one teacher-forced pass (0 at padding)."""
-  if set(params) == {'params'}:
-    params = params['params']
   targets = jnp.asarray(decoder_target_tokens, jnp.int32)
   decoder_inputs = jnp.pad(targets[:, :-1], ((0, 0), (1, 0)))
   logits = T5(config).apply({'params': params}, jnp.asarray(encoder_input_tokens, jnp.int32),

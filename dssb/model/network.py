@@ -12,7 +12,7 @@ Shape legend used in names:
 
 import dataclasses
 import functools
-from typing import Optional
+from typing import ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -55,11 +55,28 @@ class T5Config:
     if self.num_decoder_layers is None:
       object.__setattr__(self, 'num_decoder_layers', self.num_encoder_layers)
 
+  # Fields that set parameter shapes (as does the number of MLP input kernels): a checkpoint's
+  # arrays determine them, so a loaded checkpoint must agree on these.
+  PARAM_SHAPE_FIELDS: ClassVar[tuple] = (
+      'vocab_size', 'd_model', 'num_heads', 'head_dim', 'd_ff', 'num_encoder_layers',
+      'num_decoder_layers', 'tie_embeddings', 'relative_attention_num_buckets')
+  # Fields of how a run computes, not of what the weights mean: they may differ between a
+  # checkpoint and the run that loads or resumes it.
+  RUNTIME_FIELDS: ClassVar[tuple] = ('dropout_rate', 'dtype')
+
+  def param_shape_diff(self, other: 'T5Config') -> dict:
+    """{field: (self's, other's)} where the two configs give parameters of other shapes."""
+    diff = {f: (getattr(self, f), getattr(other, f)) for f in self.PARAM_SHAPE_FIELDS
+            if getattr(self, f) != getattr(other, f)}
+    if len(self.mlp_activations) != len(other.mlp_activations):
+      diff['mlp_activations'] = (self.mlp_activations, other.mlp_activations)
+    return diff
+
   def architecture_diff(self, other: 'T5Config') -> dict:
-    """{field: (self's, other's)} for the fields that shape the parameters; dropout and the
-    activation dtype may differ between a checkpoint and the run that loads it."""
+    """{field: (self's, other's)} for every field but the run-time ones: the same weights mean
+    another function under a changed activation, norm epsilon or position bucketing."""
     return {f: (getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__
-            if f not in ('dropout_rate', 'dtype') and getattr(self, f) != getattr(other, f)}
+            if f not in self.RUNTIME_FIELDS and getattr(self, f) != getattr(other, f)}
 
   @property
   def activation_dtype(self):
