@@ -21,10 +21,13 @@ literal eos token.
 import functools
 from typing import Callable, Mapping
 
-import seqio
-import tensorflow as tf
+import dssb
 
-from dssb.data import sources
+tf = dssb.import_tensorflow_quietly()
+
+import seqio  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from dssb.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PREFIXES = {'code': ('predict: ', 'explain: '),
             'paper': ('[label] ', '[rationale] ')}

@@ -36,8 +36,13 @@ from typing import Any, Mapping, Sequence
 
 import gin
 import numpy as np
+
+import dssb
+
+tf = dssb.import_tensorflow_quietly()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import seqio
-import tensorflow as tf
 
 from dssb.data import metrics
 from dssb.data import preprocess
@@ -45,6 +50,7 @@ from dssb.data import sources
 from dssb.data import splits
 from dssb.data import teacher_outputs
 from dssb.data import vocab as vocab_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 RECIPES = preprocess.RECIPES
 RATIONALE_FEATURES = ('rationale_inputs', 'rationale_targets')

@@ -23,10 +23,17 @@ import os
 
 from etils import epath
 import numpy as np
+
+import dssb
+
+dssb.import_tensorflow_quietly()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow_datasets as tfds
 
 from dssb.data import sources
 from dssb.data import splits
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 @dataclasses.dataclass

@@ -18,12 +18,19 @@ import os
 import tempfile
 
 import gin
-import seqio
 import sentencepiece as spm
+
+import dssb
+
+dssb.import_tensorflow_quietly()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import seqio
 
 from dssb.data import preprocess
 from dssb.data import sources
 from dssb.data import splits
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 VOCAB_ENV = 'DSSB_VOCAB'
 T5_VOCAB = 'gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model'
