@@ -75,6 +75,15 @@ def bare_tokens_per_s(task_name, config, n_steps):
   return tokens / (time.perf_counter() - start)
 
 
+def label_and_rationale_datasets(ds):
+  """Splits step_by_step examples into two {inputs, targets} tf.data datasets, both in the
+  order of `ds`, for seqio's feature converters (which know one input and one target)."""
+  label = ds.map(lambda ex: {'inputs': ex['inputs'], 'targets': ex['targets']})
+  rationale = ds.map(lambda ex: {'inputs': ex['rationale_inputs'],
+                                 'targets': ex['rationale_targets']})
+  return label, rationale
+
+
 def padding(dataset, vocab_path):
   import seqio  # pylint: disable=g-import-not-at-top
   from dssb.data import tasks  # pylint: disable=g-import-not-at-top
@@ -83,7 +92,7 @@ def padding(dataset, vocab_path):
   unpacked = [input_pipeline.padding_fraction(b) for _, (_, b) in zip(
       range(50), input_pipeline.train_batches(examples, LENGTHS, BATCH, 0, 0))]
   ds = seqio.get_mixture_or_task(name).get_dataset(LENGTHS, 'train', shuffle=False)
-  label, rationale = tasks.label_and_rationale_datasets(ds)
+  label, rationale = label_and_rationale_datasets(ds)
   packed = {}
   for part, part_ds in (('label', label), ('rationale', rationale)):
     lengths = {'inputs': LENGTHS['inputs'],

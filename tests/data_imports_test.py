@@ -30,12 +30,16 @@ def test_pure_modules_import_neither_tensorflow_nor_seqio():
 
 
 @pytest.mark.parametrize('module', WITH_TF)
-def test_modules_that_need_tensorflow_load_it_quietly(module):
-  """Without the quiet import first, TensorFlow prints its oneDNN and CUDA lines on stderr."""
+def test_modules_that_need_tensorflow_load_it_quietly_and_register_nothing(module):
+  """Without the quiet import first, TensorFlow prints its oneDNN and CUDA lines on stderr. Tasks
+  are registered by get_task_name only, even when $DSSB_VOCAB names a vocabulary."""
   env = {k: v for k, v in os.environ.items()
          if k not in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS')}
-  code = f"import sys, {module}; print(sys.modules['tensorflow'].config.get_visible_devices('GPU'))"
+  env['DSSB_VOCAB'] = '/nonexistent/spm.model'  # Registration does not read it.
+  code = (f'import sys, {module}, seqio; '
+          "print(sys.modules['tensorflow'].config.get_visible_devices('GPU'), "
+          "[n for r in (seqio.TaskRegistry, seqio.MixtureRegistry) for n in r.names() if 'dssb' in n])")
   [(proc, out, err)] = _run_all([code], env)
   assert proc.returncode == 0, f'import {module} failed:\n{err}'
-  assert out.strip() == '[]'  # Kept off accelerators.
+  assert out.strip() == '[] []'  # Kept off accelerators; no task registered.
   assert err == '', f'import {module} printed:\n{err}'

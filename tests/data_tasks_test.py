@@ -1,5 +1,8 @@
 """Tests of dssb.data.tasks: features per recipe, feature converters, names."""
 
+import dataclasses
+import hashlib
+import inspect
 import os
 
 import gin
@@ -7,6 +10,7 @@ import numpy as np
 import pytest
 import seqio
 
+from dssb import input_pipeline
 from dssb.data import preprocess
 from dssb.data import tasks
 from dssb.data import vocab as vocab_lib
@@ -102,12 +106,12 @@ def test_enc_dec_feature_converter(svamp_vocab, pack):
 
 
 def test_step_by_step_pairs(svamp_vocab):
+  """The trainer's batches (input_pipeline) pair the label and rationale halves of each row."""
   name = tasks.get_task_name('svamp', 'step_by_step', vocab_path=svamp_vocab)
   ds = seqio.get_mixture_or_task(name).get_dataset(LENGTHS, split='train',
                                                    shuffle=False)
-  lengths = {'inputs': 96, 'targets': 48}
-  batch = next(tasks.convert_step_by_step(ds, lengths).batch(2)
-               .as_numpy_iterator())
+  examples = input_pipeline.load_examples(name, 'train', LENGTHS)
+  batch = input_pipeline.encdec_batch(examples, [0, 1], LENGTHS)
   first = next(ds.as_numpy_iterator())
   n = len(first['inputs'])
   assert list(batch['label']['encoder_input_tokens'][0][:n]) == list(
@@ -150,6 +154,70 @@ def test_names_are_deterministic_and_idempotent(svamp_vocab):
                         vocab_path=svamp_vocab)
 
 
+def _sha(text, n):
+  return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+@pytest.mark.parametrize('args,kwargs,expected', [
+    (('cqa', 'step_by_step'), {'fraction': 0.5, 'seed': 2},
+     'dssb_cqa_step_by_step_gold_palm_f0.5_s2_code_keep_v' + _sha('/v.model', 8)),
+    # Recipes without a teacher ignore teacher, prefix style and parse failures.
+    (('svamp', 'standard'), {'teacher': 'x', 'prefix_style': 'paper', 'parse_failures': 'drop'},
+     'dssb_svamp_standard_gold_noteacher_f1_s0_noprefix_keep_v' + _sha('/v.model', 8)),
+    (('anli1', 'distill'), {'fraction': 1 / 3, 'teacher': 'gpt-neox.2', 'seed': 11,
+                            'parse_failures': 'drop', 'tfds_data_dir': 'gs://b/tfds'},
+     'dssb_anli1_distill_teacher_gpt_neox.2_f0.3333333333_s11_noprefix_drop_v'
+     + _sha('/v.model', 8) + '_tfds' + _sha('gs://b/tfds', 6)),
+    (('esnli', 'step_by_step_rationale'), {'prefix_style': 'paper', 'fraction': 0.125},
+     'dssb_esnli_step_by_step_rationale_gold_palm_f0.125_s0_paper_keep_v' + _sha('/v.model', 8)),
+])
+def test_task_name_rule(args, kwargs, expected):
+  """Names are built by the documented rule: cached vocabularies and runs rely on it."""
+  assert tasks.TaskSettings(*args, vocab_path='/v.model', **kwargs).name() == expected
+
+
+def test_any_setting_but_data_dir_changes_the_name():
+  base = tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model')
+  assert base == tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model')
+  assert base.name() == tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model').name()
+  changes = {'dataset': 'svamp', 'recipe': 'single_task_label_first', 'fraction': 0.25,
+             'seed': 3, 'teacher': 'other', 'label_source': 'teacher', 'prefix_style': 'paper',
+             'vocab_path': '/w.model', 'parse_failures': 'drop', 'tfds_data_dir': '/t'}
+  assert set(changes) | {'data_dir'} == {f.name for f in dataclasses.fields(tasks.TaskSettings)}
+  names = {field: dataclasses.replace(base, **{field: value}).name()
+           for field, value in changes.items()}
+  assert len(set(names.values()) | {base.name()}) == len(changes) + 1, names
+  elsewhere = dataclasses.replace(base, data_dir='/elsewhere')
+  assert elsewhere.name() == base.name() and elsewhere != base
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    base.seed = 1  # pytype: disable=not-writable
+
+
+def test_settings_defaults_are_get_task_name_defaults():
+  params = inspect.signature(tasks.get_task_name).parameters
+  for f in dataclasses.fields(tasks.TaskSettings)[2:]:  # After dataset and recipe.
+    assert params[f.name].default == f.default, f.name
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    ({'dataset': 'gsm8k'}, "Unknown dataset 'gsm8k'"),
+    ({'recipe': 'nope'}, "Unknown recipe 'nope'"),
+    ({'label_source': 'both'}, 'label_source must be one of'),
+    ({'recipe': 'standard', 'label_source': 'teacher'}, "recipe 'standard' trains on gold"),
+    ({'recipe': 'distill', 'label_source': 'gold'}, "recipe 'distill' trains on teacher"),
+    ({'prefix_style': 'mine'}, 'prefix_style must be one of'),
+    ({'parse_failures': 'fix'}, 'parse_failures must be one of'),
+    ({'teacher': 'two words'}, "Bad teacher name 'two words'"),
+    ({'fraction': 0.0}, r'fraction must be in \(0, 1\], got 0.0'),
+    ({'vocab_path': None}, 'No vocabulary: pass vocab_path or set DSSB_VOCAB'),
+])
+def test_settings_errors_name_the_field(monkeypatch, kwargs, message):
+  monkeypatch.delenv('DSSB_VOCAB', raising=False)
+  settings = {'dataset': 'cqa', 'recipe': 'step_by_step', 'vocab_path': '/v.model', **kwargs}
+  with pytest.raises(ValueError, match=message):
+    tasks.TaskSettings(**settings)
+
+
 def test_postprocess():
   fn = preprocess.postprocess_fn('single_task_rationale_first')
   assert fn('He has 3. [label] ( 1.0 + 2.0 )') == '( 1.0 + 2.0 )'
@@ -168,6 +236,8 @@ def test_target_roundtrip(svamp_vocab):
 
 def test_mixture(svamp_vocab):
   name = tasks.get_mixture_name('svamp', vocab_path=svamp_vocab)
+  assert name == 'mix_' + tasks.TaskSettings('svamp', 'step_by_step',
+                                           vocab_path=svamp_vocab).name()
   mix = seqio.get_mixture_or_task(name)
   assert len(mix.tasks) == 2
   ds = mix.get_dataset({'inputs': 96, 'targets': 48}, split='train',
