@@ -16,6 +16,11 @@ Input formats follow the official loaders: CQA "{question}\\nAnswer Choices:\\n(
 equation as label (the released json already holds it); e-SNLI / ANLI
 "{premise}</s>{hypothesis}" (joined by the T5 eos token; `preprocess` turns the
 `</s>` into the eos id) with labels entailment / neutral / contradiction.
+
+Every data file is read through `etils.epath`, so DSSB_DATA_DIR may be a gs:// folder (epath
+serves it with TensorFlow's file systems, loaded quietly on first use); local paths behave as
+with `open`. `download` alone works on local disk: it unzips (random access into the zip) and a
+gs:// data folder is filled by copying the unzipped folder there (`gsutil -m cp -r`).
 """
 
 import functools
@@ -28,6 +33,8 @@ import tempfile
 import urllib.request
 import zipfile
 from typing import Any
+
+from etils import epath
 
 DATA_DIR_ENV = 'DSSB_DATA_DIR'
 DATASETS = ('cqa', 'svamp', 'esnli', 'anli1')
@@ -55,6 +62,19 @@ _HOW_TO_GET = (
     f'{DATA_DIR_ENV} at a folder that holds datasets/.')
 
 
+def is_remote(path) -> bool:
+  """True for object-store paths (gs://, s3://, ...), which epath serves through TensorFlow."""
+  return '://' in os.fspath(path)
+
+
+def as_path(path, *parts: str) -> epath.Path:
+  """epath.Path of a local or remote data file or folder (TensorFlow loaded quietly if remote)."""
+  if is_remote(path):
+    import dssb  # pylint: disable=g-import-not-at-top
+    dssb.import_tensorflow_quietly()
+  return epath.Path(path, *parts)
+
+
 def check_dataset(dataset: str) -> str:
   if dataset not in DATASETS:
     raise ValueError(f'Unknown dataset {dataset!r}; expected one of {DATASETS}.')
@@ -66,7 +86,7 @@ def data_dir(path: str | None = None) -> str:
   path = path or os.environ.get(DATA_DIR_ENV)
   if not path:
     raise ValueError(f'No data folder: set {DATA_DIR_ENV}. {_HOW_TO_GET}')
-  if not os.path.isdir(os.path.join(path, 'datasets')):
+  if not as_path(path, 'datasets').is_dir():
     raise FileNotFoundError(
         f'{path} has no datasets/ folder ({DATA_DIR_ENV}={path}). {_HOW_TO_GET}')
   return path
@@ -78,13 +98,12 @@ def source_path(dataset: str, split: str, root: str | None = None) -> str:
   if split not in SOURCE_SPLITS[dataset]:
     raise ValueError(f'{dataset} has no source split {split!r}; it has '
                      f'{SOURCE_SPLITS[dataset]}.')
-  path = os.path.join(data_dir(root), 'datasets', dataset,
-                      f'{dataset}_{split}.json')
-  if not os.path.exists(path):
+  path = as_path(data_dir(root), 'datasets', dataset, f'{dataset}_{split}.json')
+  if not path.exists():
     raise FileNotFoundError(
         f'Missing input file {path} ({dataset} {split} inputs). '
         'The full release has it inside datasets.zip. ' + _HOW_TO_GET)
-  return path
+  return str(path)
 
 
 def check_teacher(teacher: str) -> str:
@@ -99,11 +118,20 @@ def teacher_dir(dataset: str, teacher: str, root: str | None = None) -> str:
   check_dataset(dataset)
   check_teacher(teacher)
   sub = 'llm' if teacher == 'palm' else f'llm_{teacher}'
-  return os.path.join(data_dir(root), 'datasets', dataset, sub)
+  return str(as_path(data_dir(root), 'datasets', dataset, sub))
 
 
-def _mtime(path: str) -> float:
-  return os.stat(path).st_mtime
+def _version(path: str) -> tuple[int, int]:
+  """Changes when the file is rewritten: the caches below are keyed by it.
+
+  Local files: mtime in ns, as os.stat gives it; remote ones: what their stat gives (epath rounds
+  mtime to seconds, so the size is part of the key too).
+  """
+  if is_remote(path):
+    st = as_path(path).stat()
+    return st.mtime, st.length
+  st = os.stat(path)
+  return st.st_mtime_ns, st.st_size
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -111,14 +139,14 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
   Errors name the file and the line.
   """
-  return list(_read_jsonl(path, _mtime(path)))
+  return list(_read_jsonl(path, _version(path)))
 
 
 @functools.lru_cache(maxsize=8)
-def _read_jsonl(path: str, mtime: float) -> tuple[dict[str, Any], ...]:
-  del mtime  # Cache key only.
+def _read_jsonl(path: str, version: tuple[int, int]) -> tuple[dict[str, Any], ...]:
+  del version  # Cache key only.
   rows = []
-  with open(path, encoding='utf-8') as f:
+  with as_path(path).open('r', encoding='utf-8') as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -197,11 +225,11 @@ def teacher_files(dataset: str, split: str, teacher: str = 'palm',
   """`{split}_CoT_{i}.json` for i = 0, 1, ... (contiguous), in order."""
   folder = teacher_dir(dataset, teacher, root)
   found = {}
-  if os.path.isdir(folder):
-    for name in os.listdir(folder):
-      m = re.fullmatch(re.escape(split) + r'_CoT_(\d+)\.json', name)
+  if as_path(folder).is_dir():
+    for path in as_path(folder).iterdir():
+      m = re.fullmatch(re.escape(split) + r'_CoT_(\d+)\.json', path.name)
       if m:
-        found[int(m.group(1))] = os.path.join(folder, name)
+        found[int(m.group(1))] = str(path)
   if not found:
     raise FileNotFoundError(
         f'Missing teacher outputs {folder}/{split}_CoT_0.json (teacher '
@@ -224,9 +252,9 @@ def read_teacher_outputs(dataset: str, split: str, teacher: str = 'palm',
   files = teacher_files(dataset, split, teacher, root)
   outputs, counts = [], []
   for path in files:
-    part = _read_json_array(path, _mtime(path))
+    part = _read_json_array(path, _version(path))
     outputs.extend(part)
-    counts.append(f'{os.path.basename(path)}: {len(part)}')
+    counts.append(f'{as_path(path).name}: {len(part)}')
   if expected is not None and len(outputs) != expected:
     raise ValueError(
         f'{files[-1]}: teacher {teacher!r} has {len(outputs)} outputs for '
@@ -236,10 +264,9 @@ def read_teacher_outputs(dataset: str, split: str, teacher: str = 'palm',
 
 
 @functools.lru_cache(maxsize=8)
-def _read_json_array(path: str, mtime: float) -> tuple[str, ...]:
-  del mtime  # Cache key only.
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
+def _read_json_array(path: str, version: tuple[int, int]) -> tuple[str, ...]:
+  del version  # Cache key only.
+  text = as_path(path).read_text(encoding='utf-8')
   try:
     data = json.loads(text)
   except json.JSONDecodeError as e:

@@ -8,7 +8,8 @@ index at read time (`tasks.get_task_name(..., tfds_data_dir=DIR)`).
 
 Data come from, in order: the manual dir (a folder holding datasets/, or a
 datasets.zip), $DSSB_DATA_DIR, else the official datasets.zip, downloaded and
-verified (sources.verify_zip). Build with
+verified (sources.verify_zip). A manual or data folder may be gs://, a datasets.zip must be local.
+Build with
 
     python -m dssb.data build_tfds --dataset cqa --out DIR [--data_dir FOLDER]
 
@@ -72,10 +73,10 @@ class Dss(tfds.core.GeneratorBasedBuilder):
     except (AssertionError, ValueError):
       manual = None
     zip_path = None
-    if manual and os.path.isdir(os.path.join(manual, 'datasets')):
+    if manual and sources.as_path(manual, 'datasets').is_dir():
       return manual
-    if manual and os.path.exists(os.path.join(manual, 'datasets.zip')):
-      zip_path = os.path.join(manual, 'datasets.zip')
+    if manual and sources.as_path(manual, 'datasets.zip').exists():
+      zip_path = os.path.join(manual, 'datasets.zip')  # Read by zipfile: local only.
     elif os.environ.get(sources.DATA_DIR_ENV):
       return sources.data_dir()
     else:

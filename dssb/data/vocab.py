@@ -9,7 +9,9 @@ special ids pad=0, eos=1, unk=2 and no bos:
     python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 \\
         --out /tmp/svamp_1000.model
 
-Tasks take `vocab_path`, else $DSSB_VOCAB.
+Tasks take `vocab_path`, else $DSSB_VOCAB. Vocabulary files and their caches are read and
+written through `etils.epath` (sources.as_path), so every path may be a gs:// one; SentencePiece
+itself trains on local files, in a local temporary folder.
 """
 
 import functools
@@ -83,15 +85,16 @@ def train_vocab(dataset: str, vocab_size: int, out_path: str, *,
   sources.check_dataset(dataset)
   settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher,
               'text_version': 2}
-  meta_path = out_path + '.json'
-  if not force and os.path.exists(out_path) and os.path.exists(meta_path):
-    with open(meta_path, encoding='utf-8') as f:
-      if json.load(f) == settings:
-        return out_path
+  out, meta = sources.as_path(out_path), sources.as_path(out_path + '.json')
+  if not force and out.exists() and meta.exists():
+    if json.loads(meta.read_text(encoding='utf-8')) == settings:
+      return out_path
   lines = training_text(dataset, teacher, data_dir)
-  out_dir = os.path.dirname(os.path.abspath(out_path))
-  os.makedirs(out_dir, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+  out.parent.mkdir(parents=True, exist_ok=True)
+  # Local: train beside the output and rename it into place (atomic). Remote: train in a local
+  # temporary folder and copy the model over.
+  local_dir = None if sources.is_remote(out_path) else os.path.dirname(os.path.abspath(out_path))
+  with tempfile.TemporaryDirectory(dir=local_dir) as tmp:
     text_path = os.path.join(tmp, 'text.txt')
     with open(text_path, 'w', encoding='utf-8') as f:
       f.write('\n'.join(lines) + '\n')
@@ -103,9 +106,13 @@ def train_vocab(dataset: str, vocab_size: int, out_path: str, *,
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
         input_sentence_size=2_000_000, shuffle_input_sentence=True,
         num_threads=os.cpu_count() or 1, minloglevel=2)
-    os.replace(os.path.join(tmp, 'spm.model'), out_path)
-  with open(meta_path, 'w', encoding='utf-8') as f:
-    json.dump(settings, f)
+    model = os.path.join(tmp, 'spm.model')
+    if local_dir:
+      os.replace(model, out_path)
+    else:
+      with open(model, 'rb') as f:
+        out.write_bytes(f.read())
+  meta.write_text(json.dumps(settings), encoding='utf-8')
   get_vocabulary.cache_clear()
   return out_path
 
@@ -126,5 +133,5 @@ def cached_vocab(dataset: str, vocab_size: int = 1000, teacher: str | None = 'pa
     The path, under $DSSB_CACHE_DIR (default ~/.cache/dssb)/vocab/.
   """
   cache = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'dssb')
-  out = os.path.join(cache, 'vocab', f'{dataset}_{teacher}_{vocab_size}.model')
-  return train_vocab(dataset, vocab_size, out, teacher=teacher)
+  out = sources.as_path(cache, 'vocab', f'{dataset}_{teacher}_{vocab_size}.model')
+  return train_vocab(dataset, vocab_size, str(out), teacher=teacher)
