@@ -2,9 +2,9 @@
 
 The only registration site, and nothing is registered at import: `get_task_name(...)` registers
 (once) the task for one dataset x recipe x setting and returns its name; `get_mixture_name(...)`
-does the same for a Mixture. The settings travel as one frozen `TaskSettings`, validated when it
-is built; the task name is derived from it (`TaskSettings.name`), so equal settings give equal
-names across processes (vocabulary caches and run directories rely on that).
+does the same for a Mixture. The settings travel as one frozen `TaskSettings`, validated when it is
+built; the task name is derived from it (`TaskSettings.name`), so equal settings give equal names
+across processes (vocabulary caches and run directories rely on that).
 
 Splits: 'train', 'validation', 'test' (see splits.py for the official fractions and carve-out).
 
@@ -16,11 +16,11 @@ Eval splits hold inputs (label-prefixed for step_by_step) and the gold label as 
 dataset's metric fns and a postprocess_fn (label part of a single-task output; targets decoded
 through the vocabulary).
 
-Step-by-step in one train step (the official two-forward-pass loss): the trainer reads the task
-with `dssb.input_pipeline.load_examples(get_task_name('cqa', 'step_by_step'), 'train', lengths)`
-and `encdec_batch` turns each example into a 'label' and a 'rationale' sub-batch of the same
-rows. `get_mixture_name` gives the alternative T5-style multi-task form: a Mixture of an unpaired
-label task and rationale task (rate 1:1).
+Step-by-step in one train step (the official two-forward-pass loss): the trainer reads the task with
+`dssb.input_pipeline.load_examples(get_task_name('cqa', 'step_by_step'), 'train', lengths)` and
+`encdec_batch` turns each example into a 'label' and a 'rationale' sub-batch of the same rows.
+`get_mixture_name` gives the alternative T5-style multi-task form: a Mixture of an unpaired label
+task and rationale task (rate 1:1).
 """
 
 import dataclasses
@@ -55,10 +55,10 @@ _TEACHER_RECIPES = ('distill', 'step_by_step', 'single_task_rationale_first',
 class TaskSettings:
   """Everything that defines one task (see `get_task_name` for the fields), checked and normalised.
 
-  Normalised so that settings giving the same data compare equal: the label source is filled in
-  from the recipe, the teacher is None for recipes that read no teacher outputs (and
-  parse_failures is then 'keep'), the prefix style is None outside step_by_step, and vocab_path
-  is resolved from $DSSB_VOCAB. Invalid settings raise ValueError naming the field.
+  Normalised so that settings giving the same data compare equal: the label source is filled in from
+  the recipe, the teacher is None for recipes that read no teacher outputs (and parse_failures is
+  then 'keep'), the prefix style is None outside step_by_step, and vocab_path is resolved from
+  $DSSB_VOCAB. Invalid settings raise ValueError naming the field.
   """
   dataset: str
   recipe: str
@@ -87,8 +87,7 @@ class TaskSettings:
     if self.prefix_style not in preprocess.PREFIXES:
       raise ValueError(f'prefix_style must be one of {tuple(preprocess.PREFIXES)}.')
     if self.parse_failures not in teacher_outputs.PARSE_FAILURE_POLICIES:
-      raise ValueError('parse_failures must be one of '
-                       f'{teacher_outputs.PARSE_FAILURE_POLICIES}.')
+      raise ValueError(f'parse_failures must be one of {teacher_outputs.PARSE_FAILURE_POLICIES}.')
     uses_teacher = self.recipe in _TEACHER_RECIPES
     if uses_teacher:
       sources.check_teacher(self.teacher)
@@ -181,8 +180,7 @@ def _dataset_fn(s: TaskSettings):
       ds = _raw_json(s, split)
       if shuffle_files:
         ds = ds.shuffle(ds.cardinality(), seed=seed)
-    return ds.map(train_fn if split == 'train' else eval_fn,
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(train_fn if split == 'train' else eval_fn, num_parallel_calls=tf.data.AUTOTUNE)
 
   return dataset_fn
 
@@ -203,8 +201,7 @@ def _register(s: TaskSettings) -> str:
       preprocessors=[preprocess.tokenize, seqio.preprocessors.append_eos_after_trim],
       output_features=output_features(vocabulary, s.recipe == 'step_by_step'),
       metric_fns=[] if rationale_task else metric_fns(s.dataset),
-      postprocess_fn=None if rationale_task else preprocess.postprocess_fn(
-          s.recipe, vocabulary))
+      postprocess_fn=None if rationale_task else preprocess.postprocess_fn(s.recipe, vocabulary))
   _REGISTERED[name] = s
   return name
 
@@ -219,15 +216,15 @@ def get_task_name(dataset: str, recipe: str, *, fraction: float = 1.0, seed: int
 
   Args:
     dataset: 'cqa', 'svamp', 'esnli' or 'anli1'.
-    recipe: 'standard' (gold labels), 'distill' (teacher labels), 'step_by_step' (label +
-      rationale features), 'single_task_rationale_first' or 'single_task_label_first'.
+    recipe: 'standard' (gold labels), 'distill' (teacher labels), 'step_by_step' (label + rationale
+      features), 'single_task_rationale_first' or 'single_task_label_first'.
     fraction: share of the train file used (official --subsample), in (0, 1].
     seed: subsampling seed (official --run).
     teacher: 'palm' (datasets/{dataset}/llm/) or NAME (datasets/{dataset}/llm_NAME/).
     label_source: train label targets, 'gold' or 'teacher'; default 'teacher' for distill, else
       'gold'. step_by_step + 'teacher' is the unlabeled setting (paper Fig. 5).
-    prefix_style: 'code' ("predict: "/"explain: ") or 'paper' ("[label] "/"[rationale] "); used
-      by step_by_step only.
+    prefix_style: 'code' ("predict: "/"explain: ") or 'paper' ("[label] "/"[rationale] "); used by
+      step_by_step only.
     vocab_path: SentencePiece model; default $DSSB_VOCAB.
     parse_failures: 'keep' (official) or 'drop' train rows whose teacher label failed to parse.
     data_dir: folder holding datasets/ (local or gs://); default $DSSB_DATA_DIR at read time.
@@ -244,15 +241,14 @@ def get_task_name(dataset: str, recipe: str, *, fraction: float = 1.0, seed: int
 
 
 @gin.configurable
-def get_mixture_name(datasets: str | Sequence[str], recipe: str = 'step_by_step',
-                     **kwargs) -> str:
+def get_mixture_name(datasets: str | Sequence[str], recipe: str = 'step_by_step', **kwargs) -> str:
   """Registers a Mixture with rate 1 per component task; returns its name.
 
   Args:
     datasets: one dataset name or several.
-    recipe: for 'step_by_step', per dataset an unpaired label task (label-prefixed inputs ->
-      label) and rationale task (rationale-prefixed inputs -> teacher rationale), the T5
-      multi-task form of the paper's loss; for other recipes, one task per dataset.
+    recipe: for 'step_by_step', per dataset an unpaired label task (label-prefixed inputs -> label)
+      and rationale task (rationale-prefixed inputs -> teacher rationale), the T5 multi-task form of
+      the paper's loss; for other recipes, one task per dataset.
     **kwargs: settings of `get_task_name` (fraction, seed, teacher, ...).
 
   Returns:

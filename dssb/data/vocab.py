@@ -1,17 +1,15 @@
 """SentencePiece vocabularies for the tasks (paper Sec. 4: T5 tokenizer).
 
-Real runs use the T5 vocabulary,
-gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model. For CPU work
-without it, `train_vocab` trains a small SentencePiece model on one dataset's
-training text (inputs, gold labels, teacher rationales and labels) with the T5
-special ids pad=0, eos=1, unk=2 and no bos:
+Real runs use the T5 vocabulary, gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model.
+For CPU work without it, `train_vocab` trains a small SentencePiece model on one dataset's training
+text (inputs, gold labels, teacher rationales and labels) with the T5 special ids pad=0, eos=1,
+unk=2 and no bos:
 
-    python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 \\
-        --out /tmp/svamp_1000.model
+    python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 --out /tmp/svamp_1000.model
 
-Tasks take `vocab_path`, else $DSSB_VOCAB. Vocabulary files and their caches are read and
-written through `etils.epath` (sources.as_path), so every path may be a gs:// one; SentencePiece
-itself trains on local files, in a local temporary folder.
+Tasks take `vocab_path`, else $DSSB_VOCAB. Vocabulary files and their caches are read and written
+through `etils.epath` (sources.as_path), so every path may be a gs:// one; SentencePiece itself
+trains on local files, in a local temporary folder.
 """
 
 import functools
@@ -43,10 +41,9 @@ def resolve_vocab_path(vocab_path: str | None = None) -> str:
   path = vocab_path or os.environ.get(VOCAB_ENV)
   if not path:
     raise ValueError(
-        f'No vocabulary: pass vocab_path or set {VOCAB_ENV} to a SentencePiece '
-        f'model (real runs: {T5_VOCAB}; on CPU train one with `python -m '
-        'dssb.data train_vocab --dataset NAME --vocab_size 1000 --out '
-        'PATH.model`).')
+        f'No vocabulary: pass vocab_path or set {VOCAB_ENV} to a SentencePiece model (real runs: '
+        f'{T5_VOCAB}; on CPU train one with `python -m dssb.data train_vocab --dataset NAME '
+        '--vocab_size 1000 --out PATH.model`).')
   return path
 
 
@@ -60,8 +57,8 @@ def training_text(dataset: str, teacher: str | None = 'palm',
                   data_dir: str | None = None) -> list[str]:
   """Lines to train a vocabulary on: the train file's texts (all rows).
 
-  Also the task prefixes and single-task markers of preprocess, so that their
-  characters (e.g. '[') are in the vocabulary.
+  Also the task prefixes and single-task markers of preprocess, so that their characters (e.g. '[')
+  are in the vocabulary.
   """
   lines = [p for pair in preprocess.PREFIXES.values() for p in pair]
   lines += [preprocess.LABEL_MARKER, preprocess.RATIONALE_MARKER]
@@ -74,17 +71,15 @@ def training_text(dataset: str, teacher: str | None = 'palm',
   return [l for l in (x.strip() for x in lines) if l]
 
 
-def train_vocab(dataset: str, vocab_size: int, out_path: str, *,
-                teacher: str | None = 'palm', data_dir: str | None = None,
-                force: bool = False) -> str:
+def train_vocab(dataset: str, vocab_size: int, out_path: str, *, teacher: str | None = 'palm',
+                data_dir: str | None = None, force: bool = False) -> str:
   """Trains a SentencePiece model (pad 0, eos 1, unk 2) on `dataset`'s text.
 
-  Cached by path: if `out_path` exists and was trained with the same settings
-  (recorded in `out_path + '.json'`) it is returned as is. Returns out_path.
+  Cached by path: if `out_path` exists and was trained with the same settings (recorded in
+  `out_path + '.json'`) it is returned as is. Returns out_path.
   """
   sources.check_dataset(dataset)
-  settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher,
-              'text_version': 2}
+  settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher, 'text_version': 2}
   out, meta = sources.as_path(out_path), sources.as_path(out_path + '.json')
   if not force and out.exists() and meta.exists():
     if json.loads(meta.read_text(encoding='utf-8')) == settings:
@@ -101,9 +96,8 @@ def train_vocab(dataset: str, vocab_size: int, out_path: str, *,
     if hasattr(spm, 'set_random_generator_seed'):
       spm.set_random_generator_seed(0)
     spm.SentencePieceTrainer.train(
-        input=text_path, model_prefix=os.path.join(tmp, 'spm'),
-        vocab_size=vocab_size, model_type='unigram', character_coverage=1.0,
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        input=text_path, model_prefix=os.path.join(tmp, 'spm'), vocab_size=vocab_size,
+        model_type='unigram', character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
         input_sentence_size=2_000_000, shuffle_input_sentence=True,
         num_threads=os.cpu_count() or 1, minloglevel=2)
     model = os.path.join(tmp, 'spm.model')
