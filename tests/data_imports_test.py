@@ -37,8 +37,8 @@ def test_modules_that_need_tensorflow_load_it_quietly_and_register_nothing(modul
          if k not in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS')}
   env['DSSB_VOCAB'] = '/nonexistent/spm.model'  # Registration does not read it.
   code = (f'import sys, {module}, seqio; '
-          "print(sys.modules['tensorflow'].config.get_visible_devices('GPU'), "
-          "[n for r in (seqio.TaskRegistry, seqio.MixtureRegistry) for n in r.names() if 'dssb' in n])")
+          "print(sys.modules['tensorflow'].config.get_visible_devices('GPU'), [n for r in "
+          "(seqio.TaskRegistry, seqio.MixtureRegistry) for n in r.names() if 'dssb' in n])")
   [(proc, out, err)] = _run_all([code], env)
   assert proc.returncode == 0, f'import {module} failed:\n{err}'
   assert out.strip() == '[] []'  # Kept off accelerators; no task registered.

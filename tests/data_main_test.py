@@ -34,20 +34,17 @@ def test_describe_missing_train_inputs(dss_data_dir):
 def test_cli_ids_nested(dss_data_dir):
   def run(fraction):
     out = subprocess.run(
-        [sys.executable, '-m', 'dssb.data', 'describe', '--dataset', 'svamp',
-         '--fraction', str(fraction), '--seed', '1', '--ids',
-         '--data_dir', dss_data_dir],
+        [sys.executable, '-m', 'dssb.data', 'describe', '--dataset', 'svamp', '--fraction',
+         str(fraction), '--seed', '1', '--ids', '--data_dir', dss_data_dir],
         cwd=REPO, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
   r = run(0.5)
   train, valid = r['splits']['train'], r['splits']['validation']
-  assert (train['size'], valid['size'], r['splits']['test']['size']) == (
-      360, 40, 200)
+  assert (train['size'], valid['size'], r['splits']['test']['size']) == (360, 40, 200)
   assert len(train['ids']) == 360 and train['ids'][0].startswith('train:')
   assert 0 <= train['teacher_accuracy'] <= 100
-  full = cli.describe('svamp', fraction=0.75, seed=1, ids=True,
-                      data_dir=dss_data_dir)['splits']
+  full = cli.describe('svamp', fraction=0.75, seed=1, ids=True, data_dir=dss_data_dir)['splits']
   half = set(train['ids']) | set(valid['ids'])
   assert half < set(full['train']['ids']) | set(full['validation']['ids'])
 

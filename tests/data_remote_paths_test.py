@@ -1,11 +1,11 @@
 """The data layer on a non-local file system: a data folder and a vocabulary cache on ram://.
 
-A gs:// DSSB_DATA_DIR reaches TensorFlow's file systems through `etils.epath`. No GCS is
-reachable here, and TensorFlow's GCS client has no endpoint override for an emulator, so these
-tests use TensorFlow's in-memory file system, ram://, served by the same epath backend
-(tf.io.gfile) that serves gs://. epath knows only gs://, s3://, az:// and hf://; `_RamPath` adds
-ram:// through epath's public `register_path_cls`, routed like gs://. `open('ram://...')` fails,
-so every read that succeeds below went through epath.
+A gs:// DSSB_DATA_DIR reaches TensorFlow's file systems through `etils.epath`. No GCS is reachable
+here, and TensorFlow's GCS client has no endpoint override for an emulator, so these tests use
+TensorFlow's in-memory file system, ram://, served by the same epath backend (tf.io.gfile) that
+serves gs://. epath knows only gs://, s3://, az:// and hf://; `_RamPath` adds ram:// through epath's
+public `register_path_cls`, routed like gs://. `open('ram://...')` fails, so every read that
+succeeds below went through epath.
 """
 
 import os
@@ -117,8 +117,8 @@ def test_rewritten_remote_file_is_read_again(ram_data_dir):
 
 
 def test_vocab_cache_on_ram(ram_data_dir, dss_data_dir, svamp_vocab, monkeypatch):
-  """cached_vocab trains from ram:// data into a ram:// cache, then reuses it without the data;
-  the model equals the one trained locally on the same text."""
+  """cached_vocab trains from ram:// data into a ram:// cache, then reuses it without the data; the
+  model equals the one trained locally on the same text."""
   from dssb.data import tasks  # pylint: disable=g-import-not-at-top
   from dssb.data import vocab  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv('DSSB_CACHE_DIR', 'ram://dssb_cache')

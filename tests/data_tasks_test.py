@@ -15,14 +15,12 @@ from dssb.data import preprocess
 from dssb.data import tasks
 from dssb.data import vocab as vocab_lib
 
-LENGTHS = {'inputs': 96, 'targets': 48, 'rationale_inputs': 96,
-           'rationale_targets': 48}
+LENGTHS = {'inputs': 96, 'targets': 48, 'rationale_inputs': 96, 'rationale_targets': 48}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _first(name, split='train', lengths=None):
-  ds = seqio.get_mixture_or_task(name).get_dataset(
-      lengths or LENGTHS, split=split, shuffle=False)
+  ds = seqio.get_mixture_or_task(name).get_dataset(lengths or LENGTHS, split=split, shuffle=False)
   return next(ds.as_numpy_iterator())
 
 
@@ -32,11 +30,9 @@ def _text(ex, key):
 
 def test_recipes_train_features(svamp_vocab):
   gold = '( ( 18.0 - 10.0 ) * 15.0 )'  # First row of the official train split.
-  exs = {r: _first(tasks.get_task_name('svamp', r, vocab_path=svamp_vocab))
-         for r in tasks.RECIPES}
+  exs = {r: _first(tasks.get_task_name('svamp', r, vocab_path=svamp_vocab)) for r in tasks.RECIPES}
   x = _text(exs['standard'], 'inputs')
-  assert x.startswith('The Ferris wheel') and _text(exs['standard'],
-                                                    'targets') == gold
+  assert x.startswith('The Ferris wheel') and _text(exs['standard'], 'targets') == gold
   assert _text(exs['distill'], 'targets') == '((18 - 10) * 15)'
   sbs = exs['step_by_step']
   assert {k for k in sbs if not k.endswith('_pretokenized')} == set(LENGTHS)
@@ -45,10 +41,8 @@ def test_recipes_train_features(svamp_vocab):
   assert _text(sbs, 'rationale_inputs') == 'explain: ' + x
   rationale = _text(sbs, 'rationale_targets')
   assert rationale.startswith('The Ferris wheel has 18 seats.')
-  assert _text(exs['single_task_rationale_first'],
-               'targets') == f'{rationale} [label] {gold}'
-  assert _text(exs['single_task_label_first'],
-               'targets') == f'{gold} [rationale] {rationale}'
+  assert _text(exs['single_task_rationale_first'], 'targets') == f'{rationale} [label] {gold}'
+  assert _text(exs['single_task_label_first'], 'targets') == f'{gold} [rationale] {rationale}'
   for ex in exs.values():
     for key in set(LENGTHS) & set(ex):
       assert ex[key].dtype == np.int32 and ex[key][-1] == 1  # eos appended.
@@ -62,17 +56,15 @@ def test_eval_splits_give_gold_labels(svamp_vocab):
     assert task.metric_fns == [tasks.metrics.equation_accuracy]
     for split in ('validation', 'test'):
       ex = _first(name, split)
-      assert set(ex) == {'inputs', 'targets', 'inputs_pretokenized',
-                         'targets_pretokenized'}
+      assert set(ex) == {'inputs', 'targets', 'inputs_pretokenized', 'targets_pretokenized'}
       assert _text(ex, 'targets').startswith('( ')  # Gold equation format.
       prefix = 'predict: ' if recipe == 'step_by_step' else ''
-      assert _text(ex, 'inputs').startswith(prefix + 'Paige' if split == 'test'
-                                            else prefix)
+      assert _text(ex, 'inputs').startswith(prefix + 'Paige' if split == 'test' else prefix)
 
 
 def test_prefix_style_and_label_source(svamp_vocab):
-  name = tasks.get_task_name('svamp', 'step_by_step', prefix_style='paper',
-                             label_source='teacher', vocab_path=svamp_vocab)
+  name = tasks.get_task_name('svamp', 'step_by_step', prefix_style='paper', label_source='teacher',
+                             vocab_path=svamp_vocab)
   ex = _first(name)
   assert _text(ex, 'inputs').startswith('[label] The Ferris')
   assert _text(ex, 'rationale_inputs').startswith('[rationale] The Ferris')
@@ -80,22 +72,19 @@ def test_prefix_style_and_label_source(svamp_vocab):
 
 
 def test_fraction_seed_drop(svamp_vocab):
-  name = tasks.get_task_name('svamp', 'distill', fraction=0.25, seed=1,
-                             parse_failures='drop', vocab_path=svamp_vocab)
-  ds = seqio.get_mixture_or_task(name).get_dataset(None, split='train',
-                                                   shuffle=False)
+  name = tasks.get_task_name('svamp', 'distill', fraction=0.25, seed=1, parse_failures='drop',
+                             vocab_path=svamp_vocab)
+  ds = seqio.get_mixture_or_task(name).get_dataset(None, split='train', shuffle=False)
   expected = [r['input'] for r in tasks.splits.load_split(
       'svamp', 'train', fraction=0.25, seed=1, parse_failures='drop')]
-  assert [e['inputs_pretokenized'].decode()
-          for e in ds.as_numpy_iterator()] == expected
+  assert [e['inputs_pretokenized'].decode() for e in ds.as_numpy_iterator()] == expected
 
 
 @pytest.mark.parametrize('pack', [False, True])
 def test_enc_dec_feature_converter(svamp_vocab, pack):
   name = tasks.get_task_name('svamp', 'standard', vocab_path=svamp_vocab)
   lengths = {'inputs': 512, 'targets': 128}
-  ds = seqio.get_mixture_or_task(name).get_dataset(
-      lengths, split='train', shuffle=True, seed=0)
+  ds = seqio.get_mixture_or_task(name).get_dataset(lengths, split='train', shuffle=True, seed=0)
   conv = seqio.EncDecFeatureConverter(pack=pack)
   batch = next(conv(ds, lengths).batch(4).as_numpy_iterator())
   assert batch['encoder_input_tokens'].shape == (4, 512)
@@ -108,17 +97,14 @@ def test_enc_dec_feature_converter(svamp_vocab, pack):
 def test_step_by_step_pairs(svamp_vocab):
   """The trainer's batches (input_pipeline) pair the label and rationale halves of each row."""
   name = tasks.get_task_name('svamp', 'step_by_step', vocab_path=svamp_vocab)
-  ds = seqio.get_mixture_or_task(name).get_dataset(LENGTHS, split='train',
-                                                   shuffle=False)
+  ds = seqio.get_mixture_or_task(name).get_dataset(LENGTHS, split='train', shuffle=False)
   examples = input_pipeline.load_examples(name, 'train', LENGTHS)
   batch = input_pipeline.encdec_batch(examples, [0, 1], LENGTHS)
   first = next(ds.as_numpy_iterator())
   n = len(first['inputs'])
-  assert list(batch['label']['encoder_input_tokens'][0][:n]) == list(
-      first['inputs'])
+  assert list(batch['label']['encoder_input_tokens'][0][:n]) == list(first['inputs'])
   m = len(first['rationale_inputs'])
-  assert list(batch['rationale']['encoder_input_tokens'][0][:m]) == list(
-      first['rationale_inputs'])
+  assert list(batch['rationale']['encoder_input_tokens'][0][:m]) == list(first['rationale_inputs'])
   assert batch['rationale']['decoder_target_tokens'].shape == (2, 48)
 
 
@@ -127,31 +113,26 @@ def test_nli_inputs_joined_by_eos(svamp_vocab):
   name = tasks.get_task_name('anli1', 'standard', vocab_path=svamp_vocab)
   ex = _first(name, 'test', {'inputs': None, 'targets': None})
   premise, hypothesis = _text(ex, 'inputs').split('</s>')
-  assert list(ex['inputs']) == v.encode(premise) + [1] + v.encode(
-      hypothesis) + [1]
+  assert list(ex['inputs']) == v.encode(premise) + [1] + v.encode(hypothesis) + [1]
   assert _text(ex, 'targets') == 'entailment'
-  assert seqio.get_mixture_or_task(name).metric_fns == [
-      tasks.metrics.exact_match]
+  assert seqio.get_mixture_or_task(name).metric_fns == [tasks.metrics.exact_match]
 
 
 def test_names_are_deterministic_and_idempotent(svamp_vocab):
-  a = tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2,
-                          vocab_path=svamp_vocab)
+  a = tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2, vocab_path=svamp_vocab)
   assert a == tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2,
                                   vocab_path=svamp_vocab)
   assert a.startswith('dssb_cqa_step_by_step_gold_palm_f0.5_s2_code_keep_v')
-  others = {tasks.get_task_name('cqa', 'step_by_step', vocab_path=svamp_vocab,
-                                **kw)
+  others = {tasks.get_task_name('cqa', 'step_by_step', vocab_path=svamp_vocab, **kw)
             for kw in ({'fraction': 0.25, 'seed': 2}, {'teacher': 'neox'},
                        {'prefix_style': 'paper'}, {'parse_failures': 'drop'},
                        {'label_source': 'teacher'})}
   assert len(others) == 5 and a not in others
   with pytest.raises(ValueError, match='already registered'):
-    tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2,
-                        vocab_path=svamp_vocab, data_dir='/elsewhere')
+    tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2, vocab_path=svamp_vocab,
+                        data_dir='/elsewhere')
   with pytest.raises(ValueError, match='standard'):
-    tasks.get_task_name('cqa', 'standard', label_source='teacher',
-                        vocab_path=svamp_vocab)
+    tasks.get_task_name('cqa', 'standard', label_source='teacher', vocab_path=svamp_vocab)
 
 
 def _sha(text, n):
@@ -236,15 +217,12 @@ def test_target_roundtrip(svamp_vocab):
 
 def test_mixture(svamp_vocab):
   name = tasks.get_mixture_name('svamp', vocab_path=svamp_vocab)
-  assert name == 'mix_' + tasks.TaskSettings('svamp', 'step_by_step',
-                                           vocab_path=svamp_vocab).name()
+  assert name == 'mix_' + tasks.TaskSettings('svamp', 'step_by_step', vocab_path=svamp_vocab).name()
   mix = seqio.get_mixture_or_task(name)
   assert len(mix.tasks) == 2
-  ds = mix.get_dataset({'inputs': 96, 'targets': 48}, split='train',
-                       shuffle=True, seed=0)
+  ds = mix.get_dataset({'inputs': 96, 'targets': 48}, split='train', shuffle=True, seed=0)
   v = vocab_lib.get_vocabulary(svamp_vocab)
-  prefixes = {v.decode(e['inputs'].tolist()).split(':')[0]
-              for e in ds.take(20).as_numpy_iterator()}
+  prefixes = {v.decode(e['inputs'].tolist()).split(':')[0] for e in ds.take(20).as_numpy_iterator()}
   assert prefixes == {'predict', 'explain'}
 
 
