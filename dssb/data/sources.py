@@ -119,8 +119,8 @@ def teacher_dir(dataset: str, teacher: str, root: str | None = None) -> str:
 def _version(path: str) -> tuple[int, int]:
   """Changes when the file is rewritten: the caches below are keyed by it.
 
-  Local files: mtime in ns, as os.stat gives it; remote ones: what their stat gives (epath rounds
-  mtime to seconds, so the size is part of the key too).
+  Local files: os.stat's mtime in ns and size (epath's stat rounds mtime down to seconds, too coarse
+  for a file rewritten within a second); remote files: epath's stat, mtime in seconds and size.
   """
   if is_remote(path):
     st = as_path(path).stat()

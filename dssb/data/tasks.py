@@ -80,8 +80,7 @@ class TaskSettings:
     if label_source not in preprocess.LABEL_SOURCES:
       raise ValueError(f'label_source must be one of {preprocess.LABEL_SOURCES}.')
     if self.recipe == 'standard' and label_source != 'gold':
-      raise ValueError("recipe 'standard' trains on gold labels; use 'distill' for teacher "
-                       'labels.')
+      raise ValueError("recipe 'standard' trains on gold labels; use 'distill' for teacher labels.")
     if self.recipe == 'distill' and label_source != 'teacher':
       raise ValueError("recipe 'distill' trains on teacher labels.")
     if self.prefix_style not in preprocess.PREFIXES:
