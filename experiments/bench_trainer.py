@@ -8,7 +8,8 @@
 2. Padding: the share of padded token slots in SVAMP and CQA distilling step-by-step batches,
    unpacked (what the trainer feeds) and packed by seqio's EncDecFeatureConverter(pack=True).
 
-  .venv/bin/python experiments/bench_trainer.py [--rounds 3] [--out results/perf/trainer_benchmark.json]
+  .venv/bin/python experiments/bench_trainer.py [--rounds 3] \\
+      [--out results/perf/trainer_benchmark.json]
 """
 
 import argparse
@@ -22,14 +23,16 @@ import dssb
 
 dssb.import_tensorflow_quietly()
 
-import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import gin
+import jax
+import jax.numpy as jnp
 
-from dssb import gin_utils, input_pipeline, optimizers, train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dssb.model import T5, init_params  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dssb import gin_utils, input_pipeline, optimizers, train
+from dssb.model import T5, init_params
 
-import perf_report  # pylint: disable=g-import-not-at-top,wrong-import-position
+import perf_report
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 GIN = 'gin/cpu/svamp_step_by_step.gin'
 LENGTHS = {'inputs': 128, 'targets': 32, 'rationale_inputs': 128, 'rationale_targets': 128}
@@ -62,8 +65,8 @@ def bare_tokens_per_s(task_name, config, n_steps):
   step = jax.jit(train.make_train_step(loss_fn, tx, sched), donate_argnums=0)
   params = init_params(config, jax.random.PRNGKey(1))
   state = train.TrainState(jnp.int32(0), params, tx.init(params))
-  batches = [jax.device_put(b) for _, (_, b) in zip(range(n_steps + 1), input_pipeline.train_batches(
-      examples, LENGTHS, BATCH, 0, 0))]
+  batches = [jax.device_put(b) for _, (_, b) in zip(
+      range(n_steps + 1), input_pipeline.train_batches(examples, LENGTHS, BATCH, 0, 0))]
   rng = jax.random.PRNGKey(0)
   state, m = step(state, batches[0], rng)
   m['loss'].block_until_ready()
@@ -75,6 +78,15 @@ def bare_tokens_per_s(task_name, config, n_steps):
   return tokens / (time.perf_counter() - start)
 
 
+def label_and_rationale_datasets(ds):
+  """Splits step_by_step examples into two {inputs, targets} tf.data datasets, both in the
+  order of `ds`, for seqio's feature converters (which know one input and one target)."""
+  label = ds.map(lambda ex: {'inputs': ex['inputs'], 'targets': ex['targets']})
+  rationale = ds.map(lambda ex: {'inputs': ex['rationale_inputs'],
+                                 'targets': ex['rationale_targets']})
+  return label, rationale
+
+
 def padding(dataset, vocab_path):
   import seqio  # pylint: disable=g-import-not-at-top
   from dssb.data import tasks  # pylint: disable=g-import-not-at-top
@@ -83,7 +95,7 @@ def padding(dataset, vocab_path):
   unpacked = [input_pipeline.padding_fraction(b) for _, (_, b) in zip(
       range(50), input_pipeline.train_batches(examples, LENGTHS, BATCH, 0, 0))]
   ds = seqio.get_mixture_or_task(name).get_dataset(LENGTHS, 'train', shuffle=False)
-  label, rationale = tasks.label_and_rationale_datasets(ds)
+  label, rationale = label_and_rationale_datasets(ds)
   packed = {}
   for part, part_ds in (('label', label), ('rationale', rationale)):
     lengths = {'inputs': LENGTHS['inputs'],

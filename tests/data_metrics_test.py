@@ -35,8 +35,7 @@ def test_nothing_is_executed(monkeypatch):
   for name in ('eval', 'exec', 'compile'):
     monkeypatch.setattr(builtins, name, forbidden)
   preds = ["__import__('os').system('echo hi')", '(2 + 2)', 'open("/etc/x")']
-  assert metrics.equation_accuracy(['4', '4', '4'], preds) == {
-      'accuracy': pytest.approx(100 / 3)}
+  assert metrics.equation_accuracy(['4', '4', '4'], preds) == {'accuracy': pytest.approx(100 / 3)}
 
 
 def test_equation_accuracy_in_percent():
@@ -47,8 +46,7 @@ def test_equation_accuracy_in_percent():
 
 
 def test_exact_match():
-  assert metrics.exact_match(['a', 'b', 'c', 'd'],
-                             ['a', 'b ', 'C', 'd']) == {'accuracy': 50.0}
+  assert metrics.exact_match(['a', 'b', 'c', 'd'], ['a', 'b ', 'C', 'd']) == {'accuracy': 50.0}
   assert math.isnan(metrics.exact_match([], [])['accuracy'])
   with pytest.raises(ValueError):
     metrics.exact_match(['a'], [])

@@ -35,8 +35,7 @@ def test_cqa_format(dss_data_dir):
 
 def test_svamp_format(dss_data_dir):
   ex = sources.read_examples('svamp', 'train', dss_data_dir)[0]
-  assert ex['input'].endswith(
-      'each round\nHow many points did he score per round?')
+  assert ex['input'].endswith('each round\nHow many points did he score per round?')
   assert ex['label'] == '( 84.0 / 2.0 )'
   assert ex['id'] == 'train:0'
 
@@ -62,8 +61,7 @@ def test_nli_format(dss_data_dir):
 def test_released_sizes(dss_data_dir, dataset, sizes):
   for split, n in sizes.items():
     assert len(sources.read_examples(dataset, split, dss_data_dir)) == n
-    outs = sources.read_teacher_outputs(dataset, split, 'palm', dss_data_dir,
-                                        expected=n)
+    outs = sources.read_teacher_outputs(dataset, split, 'palm', dss_data_dir, expected=n)
     assert len(outs) == n
 
 
@@ -105,8 +103,7 @@ def test_bad_nli_label(tmp_path):
 
 
 def _svamp_dir(tmp_path, n_rows, teacher_files, sub='llm'):
-  rows = [json.dumps({'input': f'x{i}', 'label': f'( {i}.0 + 1.0 )'})
-          for i in range(n_rows)]
+  rows = [json.dumps({'input': f'x{i}', 'label': f'( {i}.0 + 1.0 )'}) for i in range(n_rows)]
   _write(str(tmp_path / 'datasets/svamp/svamp_train.json'), '\n'.join(rows))
   for i, text in teacher_files.items():
     _write(str(tmp_path / f'datasets/svamp/{sub}/train_CoT_{i}.json'), text)
@@ -140,10 +137,9 @@ def test_teacher_file_gap(tmp_path):
 
 
 def test_second_teacher_layout(tmp_path):
-  root = _svamp_dir(tmp_path, 3, {0: '["a", "b"]', 1: '["c"]'},
-                    sub='llm_mymodel')
-  assert sources.read_teacher_outputs('svamp', 'train', 'mymodel', root,
-                                      expected=3) == ['a', 'b', 'c']
+  root = _svamp_dir(tmp_path, 3, {0: '["a", "b"]', 1: '["c"]'}, sub='llm_mymodel')
+  assert sources.read_teacher_outputs('svamp', 'train', 'mymodel', root, expected=3) == [
+      'a', 'b', 'c']
   with pytest.raises(FileNotFoundError, match='llm/train_CoT_0.json'):
     sources.read_teacher_outputs('svamp', 'train', 'palm', root)
 
@@ -180,11 +176,9 @@ def test_download_verifies_and_unzips(dss_data_dir, tmp_path, prefix):
 
 def test_download_rejects_tampered_zip(dss_data_dir, tmp_path):
   files = _svamp_release_files(dss_data_dir)
-  _zip(tmp_path / 'datasets.zip', files, 'datasets/svamp/',
-       change='svamp_train.json')
+  _zip(tmp_path / 'datasets.zip', files, 'datasets/svamp/', change='svamp_train.json')
   with pytest.raises(ValueError, match='svamp_train.json does not match'):
-    sources.download(str(tmp_path / 'out'), str(tmp_path / 'datasets.zip'),
-                     ('svamp',))
+    sources.download(str(tmp_path / 'out'), str(tmp_path / 'datasets.zip'), ('svamp',))
   (tmp_path / 'bad.zip').write_text('not a zip')
   with pytest.raises(ValueError, match='not a zip'):
     sources.verify_zip(str(tmp_path / 'bad.zip'))

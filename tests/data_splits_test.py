@@ -76,8 +76,7 @@ def test_carve_out_partitions_the_subset():
 
 
 def test_nli_keeps_valid_file():
-  rows = splits.split_rows('anli1', {'train': 100, 'valid': 7, 'test': 9}, 0.5,
-                           seed=1)
+  rows = splits.split_rows('anli1', {'train': 100, 'valid': 7, 'test': 9}, 0.5, seed=1)
   assert rows['validation'][0] == 'valid'
   assert list(rows['validation'][1]) == list(range(7))
   assert list(rows['train'][1]) == list(splits.subsample(100, 0.5, 1))
@@ -87,19 +86,16 @@ def test_fraction_sizes_on_data(dss_data_dir):
   for f in FRACTIONS:
     sizes = _sizes('svamp', dss_data_dir, fraction=f, seed=2)
     m = len(splits.subsample(800, f, 2))
-    assert sizes == {'train': m - math.ceil(0.1 * m),
-                     'validation': math.ceil(0.1 * m), 'test': 200}
+    assert sizes == {'train': m - math.ceil(0.1 * m), 'validation': math.ceil(0.1 * m), 'test': 200}
 
 
 def test_drop_parse_failures(dss_data_dir):
   keep = splits.load_split('svamp', 'train', data_dir=dss_data_dir)
-  drop = splits.load_split('svamp', 'train', data_dir=dss_data_dir,
-                           parse_failures='drop')
+  drop = splits.load_split('svamp', 'train', data_dir=dss_data_dir, parse_failures='drop')
   n_fail = sum(bool(r['teacher_failure']) for r in keep)
   assert n_fail > 0 and len(drop) == len(keep) - n_fail
   assert all(not r['teacher_failure'] for r in drop)
-  valid = splits.load_split('svamp', 'validation', data_dir=dss_data_dir,
-                            parse_failures='drop')
+  valid = splits.load_split('svamp', 'validation', data_dir=dss_data_dir, parse_failures='drop')
   assert len(valid) == 80  # Eval splits are never filtered.
 
 
@@ -110,7 +106,6 @@ def test_missing_train_inputs_keep_eval_splits(dss_data_dir, tmp_path):
   dst.mkdir(parents=True)
   for name in ('anli1_valid.json', 'anli1_test.json'):
     shutil.copy(f'{src}/{name}', dst / name)
-  assert len(splits.load_split('anli1', 'test', teacher=None,
-                               data_dir=str(tmp_path))) == 1000
+  assert len(splits.load_split('anli1', 'test', teacher=None, data_dir=str(tmp_path))) == 1000
   with pytest.raises(FileNotFoundError, match='anli1_train.json'):
     splits.load_split('anli1', 'train', data_dir=str(tmp_path))

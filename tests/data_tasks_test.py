@@ -1,5 +1,8 @@
 """Tests of dssb.data.tasks: features per recipe, feature converters, names."""
 
+import dataclasses
+import hashlib
+import inspect
 import os
 
 import gin
@@ -7,18 +10,17 @@ import numpy as np
 import pytest
 import seqio
 
+from dssb import input_pipeline
 from dssb.data import preprocess
 from dssb.data import tasks
 from dssb.data import vocab as vocab_lib
 
-LENGTHS = {'inputs': 96, 'targets': 48, 'rationale_inputs': 96,
-           'rationale_targets': 48}
+LENGTHS = {'inputs': 96, 'targets': 48, 'rationale_inputs': 96, 'rationale_targets': 48}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _first(name, split='train', lengths=None):
-  ds = seqio.get_mixture_or_task(name).get_dataset(
-      lengths or LENGTHS, split=split, shuffle=False)
+  ds = seqio.get_mixture_or_task(name).get_dataset(lengths or LENGTHS, split=split, shuffle=False)
   return next(ds.as_numpy_iterator())
 
 
@@ -28,11 +30,9 @@ def _text(ex, key):
 
 def test_recipes_train_features(svamp_vocab):
   gold = '( ( 18.0 - 10.0 ) * 15.0 )'  # First row of the official train split.
-  exs = {r: _first(tasks.get_task_name('svamp', r, vocab_path=svamp_vocab))
-         for r in tasks.RECIPES}
+  exs = {r: _first(tasks.get_task_name('svamp', r, vocab_path=svamp_vocab)) for r in tasks.RECIPES}
   x = _text(exs['standard'], 'inputs')
-  assert x.startswith('The Ferris wheel') and _text(exs['standard'],
-                                                    'targets') == gold
+  assert x.startswith('The Ferris wheel') and _text(exs['standard'], 'targets') == gold
   assert _text(exs['distill'], 'targets') == '((18 - 10) * 15)'
   sbs = exs['step_by_step']
   assert {k for k in sbs if not k.endswith('_pretokenized')} == set(LENGTHS)
@@ -41,10 +41,8 @@ def test_recipes_train_features(svamp_vocab):
   assert _text(sbs, 'rationale_inputs') == 'explain: ' + x
   rationale = _text(sbs, 'rationale_targets')
   assert rationale.startswith('The Ferris wheel has 18 seats.')
-  assert _text(exs['single_task_rationale_first'],
-               'targets') == f'{rationale} [label] {gold}'
-  assert _text(exs['single_task_label_first'],
-               'targets') == f'{gold} [rationale] {rationale}'
+  assert _text(exs['single_task_rationale_first'], 'targets') == f'{rationale} [label] {gold}'
+  assert _text(exs['single_task_label_first'], 'targets') == f'{gold} [rationale] {rationale}'
   for ex in exs.values():
     for key in set(LENGTHS) & set(ex):
       assert ex[key].dtype == np.int32 and ex[key][-1] == 1  # eos appended.
@@ -58,17 +56,15 @@ def test_eval_splits_give_gold_labels(svamp_vocab):
     assert task.metric_fns == [tasks.metrics.equation_accuracy]
     for split in ('validation', 'test'):
       ex = _first(name, split)
-      assert set(ex) == {'inputs', 'targets', 'inputs_pretokenized',
-                         'targets_pretokenized'}
+      assert set(ex) == {'inputs', 'targets', 'inputs_pretokenized', 'targets_pretokenized'}
       assert _text(ex, 'targets').startswith('( ')  # Gold equation format.
       prefix = 'predict: ' if recipe == 'step_by_step' else ''
-      assert _text(ex, 'inputs').startswith(prefix + 'Paige' if split == 'test'
-                                            else prefix)
+      assert _text(ex, 'inputs').startswith(prefix + 'Paige' if split == 'test' else prefix)
 
 
 def test_prefix_style_and_label_source(svamp_vocab):
-  name = tasks.get_task_name('svamp', 'step_by_step', prefix_style='paper',
-                             label_source='teacher', vocab_path=svamp_vocab)
+  name = tasks.get_task_name('svamp', 'step_by_step', prefix_style='paper', label_source='teacher',
+                             vocab_path=svamp_vocab)
   ex = _first(name)
   assert _text(ex, 'inputs').startswith('[label] The Ferris')
   assert _text(ex, 'rationale_inputs').startswith('[rationale] The Ferris')
@@ -76,22 +72,19 @@ def test_prefix_style_and_label_source(svamp_vocab):
 
 
 def test_fraction_seed_drop(svamp_vocab):
-  name = tasks.get_task_name('svamp', 'distill', fraction=0.25, seed=1,
-                             parse_failures='drop', vocab_path=svamp_vocab)
-  ds = seqio.get_mixture_or_task(name).get_dataset(None, split='train',
-                                                   shuffle=False)
+  name = tasks.get_task_name('svamp', 'distill', fraction=0.25, seed=1, parse_failures='drop',
+                             vocab_path=svamp_vocab)
+  ds = seqio.get_mixture_or_task(name).get_dataset(None, split='train', shuffle=False)
   expected = [r['input'] for r in tasks.splits.load_split(
       'svamp', 'train', fraction=0.25, seed=1, parse_failures='drop')]
-  assert [e['inputs_pretokenized'].decode()
-          for e in ds.as_numpy_iterator()] == expected
+  assert [e['inputs_pretokenized'].decode() for e in ds.as_numpy_iterator()] == expected
 
 
 @pytest.mark.parametrize('pack', [False, True])
 def test_enc_dec_feature_converter(svamp_vocab, pack):
   name = tasks.get_task_name('svamp', 'standard', vocab_path=svamp_vocab)
   lengths = {'inputs': 512, 'targets': 128}
-  ds = seqio.get_mixture_or_task(name).get_dataset(
-      lengths, split='train', shuffle=True, seed=0)
+  ds = seqio.get_mixture_or_task(name).get_dataset(lengths, split='train', shuffle=True, seed=0)
   conv = seqio.EncDecFeatureConverter(pack=pack)
   batch = next(conv(ds, lengths).batch(4).as_numpy_iterator())
   assert batch['encoder_input_tokens'].shape == (4, 512)
@@ -102,19 +95,16 @@ def test_enc_dec_feature_converter(svamp_vocab, pack):
 
 
 def test_step_by_step_pairs(svamp_vocab):
+  """The trainer's batches (input_pipeline) pair the label and rationale halves of each row."""
   name = tasks.get_task_name('svamp', 'step_by_step', vocab_path=svamp_vocab)
-  ds = seqio.get_mixture_or_task(name).get_dataset(LENGTHS, split='train',
-                                                   shuffle=False)
-  lengths = {'inputs': 96, 'targets': 48}
-  batch = next(tasks.convert_step_by_step(ds, lengths).batch(2)
-               .as_numpy_iterator())
+  ds = seqio.get_mixture_or_task(name).get_dataset(LENGTHS, split='train', shuffle=False)
+  examples = input_pipeline.load_examples(name, 'train', LENGTHS)
+  batch = input_pipeline.encdec_batch(examples, [0, 1], LENGTHS)
   first = next(ds.as_numpy_iterator())
   n = len(first['inputs'])
-  assert list(batch['label']['encoder_input_tokens'][0][:n]) == list(
-      first['inputs'])
+  assert list(batch['label']['encoder_input_tokens'][0][:n]) == list(first['inputs'])
   m = len(first['rationale_inputs'])
-  assert list(batch['rationale']['encoder_input_tokens'][0][:m]) == list(
-      first['rationale_inputs'])
+  assert list(batch['rationale']['encoder_input_tokens'][0][:m]) == list(first['rationale_inputs'])
   assert batch['rationale']['decoder_target_tokens'].shape == (2, 48)
 
 
@@ -123,31 +113,90 @@ def test_nli_inputs_joined_by_eos(svamp_vocab):
   name = tasks.get_task_name('anli1', 'standard', vocab_path=svamp_vocab)
   ex = _first(name, 'test', {'inputs': None, 'targets': None})
   premise, hypothesis = _text(ex, 'inputs').split('</s>')
-  assert list(ex['inputs']) == v.encode(premise) + [1] + v.encode(
-      hypothesis) + [1]
+  assert list(ex['inputs']) == v.encode(premise) + [1] + v.encode(hypothesis) + [1]
   assert _text(ex, 'targets') == 'entailment'
-  assert seqio.get_mixture_or_task(name).metric_fns == [
-      tasks.metrics.exact_match]
+  assert seqio.get_mixture_or_task(name).metric_fns == [tasks.metrics.exact_match]
 
 
 def test_names_are_deterministic_and_idempotent(svamp_vocab):
-  a = tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2,
-                          vocab_path=svamp_vocab)
+  a = tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2, vocab_path=svamp_vocab)
   assert a == tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2,
                                   vocab_path=svamp_vocab)
   assert a.startswith('dssb_cqa_step_by_step_gold_palm_f0.5_s2_code_keep_v')
-  others = {tasks.get_task_name('cqa', 'step_by_step', vocab_path=svamp_vocab,
-                                **kw)
+  others = {tasks.get_task_name('cqa', 'step_by_step', vocab_path=svamp_vocab, **kw)
             for kw in ({'fraction': 0.25, 'seed': 2}, {'teacher': 'neox'},
                        {'prefix_style': 'paper'}, {'parse_failures': 'drop'},
                        {'label_source': 'teacher'})}
   assert len(others) == 5 and a not in others
   with pytest.raises(ValueError, match='already registered'):
-    tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2,
-                        vocab_path=svamp_vocab, data_dir='/elsewhere')
+    tasks.get_task_name('cqa', 'step_by_step', fraction=0.5, seed=2, vocab_path=svamp_vocab,
+                        data_dir='/elsewhere')
   with pytest.raises(ValueError, match='standard'):
-    tasks.get_task_name('cqa', 'standard', label_source='teacher',
-                        vocab_path=svamp_vocab)
+    tasks.get_task_name('cqa', 'standard', label_source='teacher', vocab_path=svamp_vocab)
+
+
+def _sha(text, n):
+  return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+@pytest.mark.parametrize('args,kwargs,expected', [
+    (('cqa', 'step_by_step'), {'fraction': 0.5, 'seed': 2},
+     'dssb_cqa_step_by_step_gold_palm_f0.5_s2_code_keep_v' + _sha('/v.model', 8)),
+    # Recipes without a teacher ignore teacher, prefix style and parse failures.
+    (('svamp', 'standard'), {'teacher': 'x', 'prefix_style': 'paper', 'parse_failures': 'drop'},
+     'dssb_svamp_standard_gold_noteacher_f1_s0_noprefix_keep_v' + _sha('/v.model', 8)),
+    (('anli1', 'distill'), {'fraction': 1 / 3, 'teacher': 'gpt-neox.2', 'seed': 11,
+                            'parse_failures': 'drop', 'tfds_data_dir': 'gs://b/tfds'},
+     'dssb_anli1_distill_teacher_gpt_neox.2_f0.3333333333_s11_noprefix_drop_v'
+     + _sha('/v.model', 8) + '_tfds' + _sha('gs://b/tfds', 6)),
+    (('esnli', 'step_by_step_rationale'), {'prefix_style': 'paper', 'fraction': 0.125},
+     'dssb_esnli_step_by_step_rationale_gold_palm_f0.125_s0_paper_keep_v' + _sha('/v.model', 8)),
+])
+def test_task_name_rule(args, kwargs, expected):
+  """Names are built by the documented rule: cached vocabularies and runs rely on it."""
+  assert tasks.TaskSettings(*args, vocab_path='/v.model', **kwargs).name() == expected
+
+
+def test_any_setting_but_data_dir_changes_the_name():
+  base = tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model')
+  assert base == tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model')
+  assert base.name() == tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model').name()
+  changes = {'dataset': 'svamp', 'recipe': 'single_task_label_first', 'fraction': 0.25,
+             'seed': 3, 'teacher': 'other', 'label_source': 'teacher', 'prefix_style': 'paper',
+             'vocab_path': '/w.model', 'parse_failures': 'drop', 'tfds_data_dir': '/t'}
+  assert set(changes) | {'data_dir'} == {f.name for f in dataclasses.fields(tasks.TaskSettings)}
+  names = {field: dataclasses.replace(base, **{field: value}).name()
+           for field, value in changes.items()}
+  assert len(set(names.values()) | {base.name()}) == len(changes) + 1, names
+  elsewhere = dataclasses.replace(base, data_dir='/elsewhere')
+  assert elsewhere.name() == base.name() and elsewhere != base
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    base.seed = 1  # pytype: disable=not-writable
+
+
+def test_settings_defaults_are_get_task_name_defaults():
+  params = inspect.signature(tasks.get_task_name).parameters
+  for f in dataclasses.fields(tasks.TaskSettings)[2:]:  # After dataset and recipe.
+    assert params[f.name].default == f.default, f.name
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    ({'dataset': 'gsm8k'}, "Unknown dataset 'gsm8k'"),
+    ({'recipe': 'nope'}, "Unknown recipe 'nope'"),
+    ({'label_source': 'both'}, 'label_source must be one of'),
+    ({'recipe': 'standard', 'label_source': 'teacher'}, "recipe 'standard' trains on gold"),
+    ({'recipe': 'distill', 'label_source': 'gold'}, "recipe 'distill' trains on teacher"),
+    ({'prefix_style': 'mine'}, 'prefix_style must be one of'),
+    ({'parse_failures': 'fix'}, 'parse_failures must be one of'),
+    ({'teacher': 'two words'}, "Bad teacher name 'two words'"),
+    ({'fraction': 0.0}, r'fraction must be in \(0, 1\], got 0.0'),
+    ({'vocab_path': None}, 'No vocabulary: pass vocab_path or set DSSB_VOCAB'),
+])
+def test_settings_errors_name_the_field(monkeypatch, kwargs, message):
+  monkeypatch.delenv('DSSB_VOCAB', raising=False)
+  settings = {'dataset': 'cqa', 'recipe': 'step_by_step', 'vocab_path': '/v.model', **kwargs}
+  with pytest.raises(ValueError, match=message):
+    tasks.TaskSettings(**settings)
 
 
 def test_postprocess():
@@ -168,13 +217,12 @@ def test_target_roundtrip(svamp_vocab):
 
 def test_mixture(svamp_vocab):
   name = tasks.get_mixture_name('svamp', vocab_path=svamp_vocab)
+  assert name == 'mix_' + tasks.TaskSettings('svamp', 'step_by_step', vocab_path=svamp_vocab).name()
   mix = seqio.get_mixture_or_task(name)
   assert len(mix.tasks) == 2
-  ds = mix.get_dataset({'inputs': 96, 'targets': 48}, split='train',
-                       shuffle=True, seed=0)
+  ds = mix.get_dataset({'inputs': 96, 'targets': 48}, split='train', shuffle=True, seed=0)
   v = vocab_lib.get_vocabulary(svamp_vocab)
-  prefixes = {v.decode(e['inputs'].tolist()).split(':')[0]
-              for e in ds.take(20).as_numpy_iterator()}
+  prefixes = {v.decode(e['inputs'].tolist()).split(':')[0] for e in ds.take(20).as_numpy_iterator()}
   assert prefixes == {'predict', 'explain'}
 
 

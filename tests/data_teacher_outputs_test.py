@@ -11,9 +11,8 @@ CHOICES = ['bank', 'library', 'wooded area', 'zoo', 'park']
 
 
 def test_cqa_run_on_into_invented_example():
-  p = parse('cqa', 'Beavers need wood. So the answer is (c) wooded area.\n\n'
-            'Q: Where is a fish?\nAnswer Choices:\n(a) sea\nA: So the answer '
-            'is (a) sea.', CHOICES)
+  p = parse('cqa', 'Beavers need wood. So the answer is (c) wooded area.\n\nQ: Where is a fish?'
+            '\nAnswer Choices:\n(a) sea\nA: So the answer is (a) sea.', CHOICES)
   assert p == Parsed('Beavers need wood.', 'wooded area')
 
 
@@ -21,13 +20,12 @@ def test_cqa_failure_shapes():
   no_letter = parse('cqa', 'Hmm. So the answer is wooded area.', CHOICES)
   assert (no_letter.label, no_letter.failure) == (' ', 'empty_label')
   assert no_letter.truncated and not no_letter.no_answer_marker
-  outside = parse('cqa', 'R. So the answer is (b) library or (d) zoo.\n\nQ: x',
-                  CHOICES)
+  outside = parse('cqa', 'R. So the answer is (b) library or (d) zoo.\n\nQ: x', CHOICES)
   assert outside.label == 'library or'  # Text up to the next '(x)'.
   assert outside.failure == 'label_not_in_set' and not outside.truncated
   cut = parse('cqa', 'The answer must be a place where', CHOICES)
-  assert cut == Parsed('The answer must be a place where', ' ', 'empty_label',
-                       truncated=True, no_answer_marker=True)
+  assert cut == Parsed('The answer must be a place where', ' ', 'empty_label', truncated=True,
+                       no_answer_marker=True)
   assert parse('cqa', 'R. So the answer is (c) anything.').failure == ''
 
 
@@ -63,11 +61,10 @@ def test_esnli_shapes():
 
 
 def test_anli_shapes():
-  ok = parse('anli1', 'Oxford Street is in London. So the answer is '
-             'contradiction.\n\nPremise: X.\nHypothesis: Y.\nAnswer: Z.')
+  ok = parse('anli1', 'Oxford Street is in London. So the answer is contradiction.\n\n'
+             'Premise: X.\nHypothesis: Y.\nAnswer: Z.')
   assert ok == Parsed('Oxford Street is in London.', 'contradiction')
-  lower = parse('anli1', 'Since 2000, so the answer is entailment.\n\n'
-                'Premise: X.')
+  lower = parse('anli1', 'Since 2000, so the answer is entailment.\n\nPremise: X.')
   assert (lower.rationale, lower.label) == ('', '')  # Official failure value.
   assert lower.failure == 'empty_label' and lower.no_answer_marker
   assert not lower.truncated
@@ -77,12 +74,10 @@ def test_anli_shapes():
 
 
 def test_report_counts():
-  parsed = parse_all('svamp', ['A. The answer is (1 + 2).',
-                               'B. The answer is (1 +',
+  parsed = parse_all('svamp', ['A. The answer is (1 + 2).', 'B. The answer is (1 +',
                                'C. The answer is (x).\n\nQ: d', 'no marker'])
-  assert failure_report(parsed) == {
-      'n': 4, 'ok': 1, 'empty_label': 2, 'label_not_in_set': 1,
-      'truncated': 2, 'no_answer_marker': 1}
+  assert failure_report(parsed) == {'n': 4, 'ok': 1, 'empty_label': 2, 'label_not_in_set': 1,
+                                    'truncated': 2, 'no_answer_marker': 1}
 
 
 def test_unknown_dataset():
@@ -91,9 +86,9 @@ def test_unknown_dataset():
 
 
 def _report(rows):
-  return failure_report([Parsed(r['teacher_rationale'], r['teacher_label'],
-                                r['teacher_failure'], r['teacher_truncated'],
-                                r['teacher_no_answer_marker']) for r in rows])
+  return failure_report([Parsed(r['teacher_rationale'], r['teacher_label'], r['teacher_failure'],
+                                r['teacher_truncated'], r['teacher_no_answer_marker'])
+                         for r in rows])
 
 
 def test_palm_cqa_test_matches_official_log(dss_data_dir):
@@ -101,16 +96,14 @@ def test_palm_cqa_test_matches_official_log(dss_data_dir):
   acc = metrics.exact_match([r['label'] for r in rows],
                             [r['teacher_label'] for r in rows])['accuracy']
   assert round(acc / 100, 4) == 0.7723  # Printed by the official run.py.
-  assert _report(rows) == {'n': 1221, 'ok': 1175, 'empty_label': 0,
-                           'label_not_in_set': 46, 'truncated': 0,
-                           'no_answer_marker': 0}
+  assert _report(rows) == {'n': 1221, 'ok': 1175, 'empty_label': 0, 'label_not_in_set': 46,
+                           'truncated': 0, 'no_answer_marker': 0}
 
 
 def test_palm_failure_counts(dss_data_dir):
   rows = splits.source_rows('svamp', 'train', 'palm', dss_data_dir)
-  assert _report(rows) == {'n': 800, 'ok': 766, 'empty_label': 13,
-                           'label_not_in_set': 21, 'truncated': 13,
-                           'no_answer_marker': 11}
+  assert _report(rows) == {'n': 800, 'ok': 766, 'empty_label': 13, 'label_not_in_set': 21,
+                           'truncated': 13, 'no_answer_marker': 11}
   rows = splits.source_rows('anli1', 'valid', 'palm', dss_data_dir)
   assert _report(rows)['no_answer_marker'] == 9
   texts = sources.read_teacher_outputs('anli1', 'train', 'palm', dss_data_dir)

@@ -9,11 +9,9 @@ from dssb.data import tfds_builder
 def test_build_and_read_as_task(dss_data_dir, svamp_vocab, tmp_path):
   builder = tfds_builder.get_builder('svamp', data_dir=str(tmp_path))
   builder.download_and_prepare()
-  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
-      'train': 800, 'test': 200}
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {'train': 800, 'test': 200}
   kw = dict(fraction=0.5, seed=3, parse_failures='drop', vocab_path=svamp_vocab)
-  from_tfds = tasks.get_task_name('svamp', 'step_by_step',
-                                  tfds_data_dir=str(tmp_path), **kw)
+  from_tfds = tasks.get_task_name('svamp', 'step_by_step', tfds_data_dir=str(tmp_path), **kw)
   from_json = tasks.get_task_name('svamp', 'step_by_step', **kw)
   assert from_tfds != from_json
   for split in ('train', 'validation', 'test'):
@@ -38,7 +36,6 @@ def test_build_from_zip_in_manual_dir(dss_data_dir, tmp_path):
         full = os.path.join(dirpath, name)
         zf.write(full, 'datasets/' + os.path.relpath(full, base))
   builder = tfds_builder.get_builder('svamp', data_dir=str(tmp_path / 'tfds'))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   labels = {e['label'] for e in tfds.as_numpy(builder.as_dataset(split='test'))}
   assert len(labels) > 100 and b'( 10.0 * 45.0 )' in labels

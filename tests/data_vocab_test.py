@@ -20,8 +20,7 @@ def test_special_ids(svamp_vocab):
 
 def test_cached_by_path(svamp_vocab, dss_data_dir):
   before = os.stat(svamp_vocab).st_mtime_ns
-  assert vocab.train_vocab('svamp', 300, svamp_vocab,
-                           data_dir=dss_data_dir) == svamp_vocab
+  assert vocab.train_vocab('svamp', 300, svamp_vocab, data_dir=dss_data_dir) == svamp_vocab
   assert os.stat(svamp_vocab).st_mtime_ns == before
 
 

@@ -1,13 +1,12 @@
 """Metrics of the paper (Sec. 4): label accuracy as seqio metric functions.
 
-CQA, e-SNLI and ANLI: exact string match of the predicted label. SVAMP: the
-predicted and gold equations are equal when their VALUES are equal. The
-official code calls Python eval() on model output; here `safe_eval` parses only
-numbers, + - * /, unary signs and parentheses, and never executes anything:
-any other string, a division by zero or a non-finite value counts as wrong.
+CQA, e-SNLI and ANLI: exact string match of the predicted label. SVAMP: the predicted and gold
+equations are equal when their VALUES are equal. The official code calls Python eval() on model
+output; here `safe_eval` parses only numbers, + - * /, unary signs and parentheses, and never
+executes anything: any other string, a division by zero or a non-finite value counts as wrong.
 
-Metric functions follow seqio: `fn(targets, predictions) -> {'accuracy': pct}`,
-in percent like the paper's tables (the official code prints fractions).
+Metric functions follow seqio: `fn(targets, predictions) -> {'accuracy': pct}`, in percent like the
+paper's tables (the official code prints fractions).
 """
 
 import math
@@ -17,8 +16,8 @@ from typing import Sequence
 _TOKEN = re.compile(r'\s*(?:(\d+(?:\.\d*)?|\.\d+)|([-+*/()]))')
 _MAX_CHARS = 1000
 _MAX_DEPTH = 100
-# Values closer than this (relative) are equal; the official `==` on floats
-# differs only for round-off (e.g. 0.1 + 0.2 vs 0.3).
+# Values closer than this (relative) are equal; the official `==` on floats differs only for
+# round-off (e.g. 0.1 + 0.2 vs 0.3).
 _REL_TOL = 1e-9
 _ABS_TOL = 1e-9
 
@@ -107,15 +106,13 @@ def _percent(hits: Sequence[bool]) -> dict[str, float]:
   return {'accuracy': 100.0 * sum(hits) / len(hits) if hits else float('nan')}
 
 
-def exact_match(targets: Sequence[str],
-                predictions: Sequence[str]) -> dict[str, float]:
+def exact_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
   """Percent of predictions equal to their target string (CQA, e-SNLI, ANLI)."""
   _check(targets, predictions)
   return _percent([t == p for t, p in zip(targets, predictions)])
 
 
-def equation_accuracy(targets: Sequence[str],
-                      predictions: Sequence[str]) -> dict[str, float]:
+def equation_accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
   """Percent of predicted equations whose value equals the target's (SVAMP)."""
   _check(targets, predictions)
   return _percent([equations_equal(t, p) for t, p in zip(targets, predictions)])
@@ -123,8 +120,7 @@ def equation_accuracy(targets: Sequence[str],
 
 def _check(targets, predictions):
   if len(targets) != len(predictions):
-    raise ValueError(f'{len(targets)} targets but {len(predictions)} '
-                     'predictions.')
+    raise ValueError(f'{len(targets)} targets but {len(predictions)} predictions.')
 
 
 def metric_fns(dataset: str):

@@ -3,31 +3,32 @@
 Recipes (the feature dict a train example gets):
   standard                inputs = x,            targets = gold label
   distill                 inputs = x,            targets = teacher label
-  step_by_step            inputs = P_label + x,  targets = label (gold, or the
-                          teacher's for the unlabeled setting),
+  step_by_step            inputs = P_label + x,  targets = label (gold, or the teacher's for
+                          the unlabeled setting),
                           rationale_inputs = P_rationale + x,
                           rationale_targets = teacher rationale
   single_task_rationale_first   inputs = x, targets = "{r} [label] {y}"
   single_task_label_first       inputs = x, targets = "{y} [rationale] {r}"
-Eval splits always give inputs (label-prefixed for step_by_step) and the gold
-label as targets. Prefixes P: the official code's "predict: " / "explain: "
-(prefix_style 'code') or the paper's "[label] " / "[rationale] " ('paper').
+Eval splits always give inputs (label-prefixed for step_by_step) and the gold label as targets.
+Prefixes P: the official code's "predict: " / "explain: " (prefix_style 'code') or the paper's
+"[label] " / "[rationale] " ('paper').
 
-NLI inputs hold "premise</s>hypothesis"; `tokenize` encodes each side and puts
-the eos id between them, as the official Hugging Face tokenizer does with the
-literal eos token.
+NLI inputs hold "premise</s>hypothesis"; `tokenize` encodes each side and puts the eos id between
+them, as the official Hugging Face tokenizer does with the literal eos token.
 """
 
 import functools
 from typing import Callable, Mapping
 
-import seqio
-import tensorflow as tf
+import dssb
 
-from dssb.data import sources
+tf = dssb.import_tensorflow_quietly()
 
-PREFIXES = {'code': ('predict: ', 'explain: '),
-            'paper': ('[label] ', '[rationale] ')}
+import seqio  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from dssb.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+PREFIXES = {'code': ('predict: ', 'explain: '), 'paper': ('[label] ', '[rationale] ')}
 LABEL_MARKER = '[label]'  # Separates rationale and label in single-task targets.
 RATIONALE_MARKER = '[rationale]'
 RECIPES = ('standard', 'distill', 'step_by_step', 'single_task_rationale_first',
@@ -73,23 +74,20 @@ def train_features(recipe: str, prefix_style: str = 'code',
   return fn
 
 
-def eval_features(recipe: str,
-                  prefix_style: str = 'code') -> Callable[[Features], Features]:
+def eval_features(recipe: str, prefix_style: str = 'code') -> Callable[[Features], Features]:
   """Raw row -> {inputs, targets=gold label} (rationale task: teacher's r)."""
   label_prefix, rationale_prefix = PREFIXES[prefix_style]
 
   def fn(ex):
     if recipe == 'step_by_step_rationale':
-      return {'inputs': rationale_prefix + ex['input'],
-              'targets': ex['teacher_rationale']}
+      return {'inputs': rationale_prefix + ex['input'], 'targets': ex['teacher_rationale']}
     prefix = label_prefix if recipe.startswith('step_by_step') else ''
     return {'inputs': prefix + ex['input'], 'targets': ex['label']}
 
   return fn
 
 
-def encode_with_eos_join(vocabulary: seqio.Vocabulary,
-                         text: tf.Tensor) -> tf.Tensor:
+def encode_with_eos_join(vocabulary: seqio.Vocabulary, text: tf.Tensor) -> tf.Tensor:
   """Token ids of `text`, with each '</s>' in it encoded as the eos id."""
   parts = tf.strings.split(text, sources.EOS_JOIN)
   ids = vocabulary.encode_tf(parts)
@@ -98,8 +96,7 @@ def encode_with_eos_join(vocabulary: seqio.Vocabulary,
   return joined.flat_values[:-1]
 
 
-def tokenize(dataset: tf.data.Dataset,
-             output_features: Mapping[str, seqio.Feature],
+def tokenize(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
              copy_pretokenized: bool = True) -> tf.data.Dataset:
   """seqio preprocessor: like seqio.preprocessors.tokenize, with the eos join."""
 
@@ -125,13 +122,13 @@ def extract_label(recipe: str, text: str) -> str:
   return text
 
 
-def postprocess(output: str, example=None, is_target: bool = False, *,
-                recipe: str, vocabulary: seqio.Vocabulary | None = None) -> str:
+def postprocess(output: str, example=None, is_target: bool = False, *, recipe: str,
+                vocabulary: seqio.Vocabulary | None = None) -> str:
   """seqio postprocess_fn of the eval splits.
 
-  Predictions: the label part (single-task recipes). Targets (gold labels) go
-  through the vocabulary and back, so that both sides of the exact match are
-  decoded strings, as in the official code, which decodes its labels.
+  Predictions: the label part (single-task recipes). Targets (gold labels) go through the vocabulary
+  and back, so that both sides of the exact match are decoded strings, as in the official code,
+  which decodes its labels.
   """
   del example
   if is_target:

@@ -5,17 +5,20 @@ Layout of a data folder (the official release, unzipped):
     {DSSB_DATA_DIR}/datasets/{cqa,svamp,esnli,anli1}/{name}_{train,valid,test}.json
         one JSON object per line (cqa and svamp have no `valid` file);
     {DSSB_DATA_DIR}/datasets/{name}/llm/{split}_CoT_{i}.json
-        teacher `palm` (PaLM-540B few-shot CoT): a JSON array of raw completion
-        strings; files i = 0, 1, 2, ... concatenated give one output per row of
-        `{name}_{split}.json`, in row order;
+        teacher `palm` (PaLM-540B few-shot CoT): a JSON array of raw completion strings; files
+        i = 0, 1, 2, ... concatenated give one output per row of `{name}_{split}.json`, in order;
     {DSSB_DATA_DIR}/datasets/{name}/llm_{TEACHER}/{split}_CoT_{i}.json
         any other teacher (for example one that dssb runs itself), same format.
 
-Input formats follow the official loaders: CQA "{question}\\nAnswer Choices:\\n(a)
-...\\n(e) ..." with the choice text as label; SVAMP "{Body}\\n{Question}" with the
-equation as label (the released json already holds it); e-SNLI / ANLI
-"{premise}</s>{hypothesis}" (joined by the T5 eos token; `preprocess` turns the
-`</s>` into the eos id) with labels entailment / neutral / contradiction.
+Input formats follow the official loaders: CQA "{question}\\nAnswer Choices:\\n(a) ...\\n(e) ..."
+with the choice text as label; SVAMP "{Body}\\n{Question}" with the equation as label (the released
+json already holds it); e-SNLI / ANLI "{premise}</s>{hypothesis}" (joined by the T5 eos token;
+`preprocess` turns the `</s>` into the eos id) with labels entailment / neutral / contradiction.
+
+Every data file is read through `etils.epath`, so DSSB_DATA_DIR may be a gs:// folder (epath serves
+it with TensorFlow's file systems, loaded quietly on first use); local paths behave as with `open`.
+`download` alone works on local disk: it unzips (random access into the zip) and a gs:// data folder
+is filled by copying the unzipped folder there (`gsutil -m cp -r`).
 """
 
 import functools
@@ -28,6 +31,8 @@ import tempfile
 import urllib.request
 import zipfile
 from typing import Any
+
+from etils import epath
 
 DATA_DIR_ENV = 'DSSB_DATA_DIR'
 DATASETS = ('cqa', 'svamp', 'esnli', 'anli1')
@@ -42,17 +47,30 @@ NLI_LABELS = ('entailment', 'neutral', 'contradiction')
 EOS_JOIN = '</s>'  # How the official code joins premise and hypothesis.
 OFFICIAL_ZIP_URL = ('https://github.com/google-research/distilling-step-by-step'
                     '/raw/HEAD/datasets.zip')
-# Line counts of the files that are not in the checksum list (HF esnli train,
-# HF anli train_r1), used to verify a download.
+# Line counts of the files that are not in the checksum list (HF esnli train, HF anli train_r1),
+# used to verify a download.
 EXPECTED_LINES = {
     'datasets/esnli/esnli_train.json': 549_367,
     'datasets/anli1/anli1_train.json': 16_946,
 }
 _CHECKSUMS = os.path.join(os.path.dirname(__file__), 'SHA256SUMS')
 _HOW_TO_GET = (
-    'Get the official data with `python -m dssb.data download --out DIR` '
-    f'(fetches {OFFICIAL_ZIP_URL}) and set {DATA_DIR_ENV}=DIR, or point '
-    f'{DATA_DIR_ENV} at a folder that holds datasets/.')
+    'Get the official data with `python -m dssb.data download --out DIR` (fetches '
+    f'{OFFICIAL_ZIP_URL}) and set {DATA_DIR_ENV}=DIR, or point {DATA_DIR_ENV} at a folder that '
+    'holds datasets/.')
+
+
+def is_remote(path) -> bool:
+  """True for object-store paths (gs://, s3://, ...), which epath serves through TensorFlow."""
+  return '://' in os.fspath(path)
+
+
+def as_path(path, *parts: str) -> epath.Path:
+  """epath.Path of a local or remote data file or folder (TensorFlow loaded quietly if remote)."""
+  if is_remote(path):
+    import dssb  # pylint: disable=g-import-not-at-top
+    dssb.import_tensorflow_quietly()
+  return epath.Path(path, *parts)
 
 
 def check_dataset(dataset: str) -> str:
@@ -66,7 +84,7 @@ def data_dir(path: str | None = None) -> str:
   path = path or os.environ.get(DATA_DIR_ENV)
   if not path:
     raise ValueError(f'No data folder: set {DATA_DIR_ENV}. {_HOW_TO_GET}')
-  if not os.path.isdir(os.path.join(path, 'datasets')):
+  if not as_path(path, 'datasets').is_dir():
     raise FileNotFoundError(
         f'{path} has no datasets/ folder ({DATA_DIR_ENV}={path}). {_HOW_TO_GET}')
   return path
@@ -76,20 +94,16 @@ def source_path(dataset: str, split: str, root: str | None = None) -> str:
   """Path of `{dataset}_{split}.json`; raises naming the file if missing."""
   check_dataset(dataset)
   if split not in SOURCE_SPLITS[dataset]:
-    raise ValueError(f'{dataset} has no source split {split!r}; it has '
-                     f'{SOURCE_SPLITS[dataset]}.')
-  path = os.path.join(data_dir(root), 'datasets', dataset,
-                      f'{dataset}_{split}.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f'Missing input file {path} ({dataset} {split} inputs). '
-        'The full release has it inside datasets.zip. ' + _HOW_TO_GET)
-  return path
+    raise ValueError(f'{dataset} has no source split {split!r}; it has {SOURCE_SPLITS[dataset]}.')
+  path = as_path(data_dir(root), 'datasets', dataset, f'{dataset}_{split}.json')
+  if not path.exists():
+    raise FileNotFoundError(f'Missing input file {path} ({dataset} {split} inputs). The full '
+                            'release has it inside datasets.zip. ' + _HOW_TO_GET)
+  return str(path)
 
 
 def check_teacher(teacher: str) -> str:
-  if not isinstance(teacher, str) or not re.fullmatch(
-      r'[A-Za-z0-9][A-Za-z0-9_.-]*', teacher):
+  if not isinstance(teacher, str) or not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', teacher):
     raise ValueError(f'Bad teacher name {teacher!r} (letters, digits, _ . -).')
   return teacher
 
@@ -99,11 +113,20 @@ def teacher_dir(dataset: str, teacher: str, root: str | None = None) -> str:
   check_dataset(dataset)
   check_teacher(teacher)
   sub = 'llm' if teacher == 'palm' else f'llm_{teacher}'
-  return os.path.join(data_dir(root), 'datasets', dataset, sub)
+  return str(as_path(data_dir(root), 'datasets', dataset, sub))
 
 
-def _mtime(path: str) -> float:
-  return os.stat(path).st_mtime
+def _version(path: str) -> tuple[int, int]:
+  """Changes when the file is rewritten: the caches below are keyed by it.
+
+  Local files: os.stat's mtime in ns and size (epath's stat rounds mtime down to seconds, too coarse
+  for a file rewritten within a second); remote files: epath's stat, mtime in seconds and size.
+  """
+  if is_remote(path):
+    st = as_path(path).stat()
+    return st.mtime, st.length
+  st = os.stat(path)
+  return st.st_mtime_ns, st.st_size
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -111,14 +134,14 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
   Errors name the file and the line.
   """
-  return list(_read_jsonl(path, _mtime(path)))
+  return list(_read_jsonl(path, _version(path)))
 
 
 @functools.lru_cache(maxsize=8)
-def _read_jsonl(path: str, mtime: float) -> tuple[dict[str, Any], ...]:
-  del mtime  # Cache key only.
+def _read_jsonl(path: str, version: tuple[int, int]) -> tuple[dict[str, Any], ...]:
+  del version  # Cache key only.
   rows = []
-  with open(path, encoding='utf-8') as f:
+  with as_path(path).open('r', encoding='utf-8') as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -138,8 +161,8 @@ def _field(row, name, kind, path):
     raise ValueError(f"{path} line {row['_line']}: missing field {name!r}")
   value = row[name]
   if not isinstance(value, kind):
-    raise ValueError(f"{path} line {row['_line']}: field {name!r} is "
-                     f'{type(value).__name__}, expected {kind.__name__}')
+    raise ValueError(f"{path} line {row['_line']}: field {name!r} is {type(value).__name__}, "
+                     f'expected {kind.__name__}')
   return value
 
 
@@ -147,26 +170,23 @@ def _cqa(row, path):
   question = _field(row, 'question', str, path)
   choices = _field(row, 'choices', list, path)
   if len(choices) != 5 or not all(isinstance(c, str) for c in choices):
-    raise ValueError(f"{path} line {row['_line']}: field 'choices' must be 5 "
-                     f'strings, got {choices!r}')
+    raise ValueError(f"{path} line {row['_line']}: field 'choices' must be 5 strings, got "
+                     f'{choices!r}')
   letters = ''.join(f'\n({l}) {c}' for l, c in zip('abcde', choices))
-  return {'id': _field(row, 'id', str, path),
-          'input': f'{question}\nAnswer Choices:{letters}',
+  return {'id': _field(row, 'id', str, path), 'input': f'{question}\nAnswer Choices:{letters}',
           'label': _field(row, 'answer', str, path), 'choices': choices}
 
 
 def _svamp(row, path):
-  return {'input': _field(row, 'input', str, path),
-          'label': _field(row, 'label', str, path)}
+  return {'input': _field(row, 'input', str, path), 'label': _field(row, 'label', str, path)}
 
 
 def _nli(row, path):
   label = _field(row, 'label', int, path)
   if label not in (0, 1, 2):
     raise ValueError(f"{path} line {row['_line']}: label {label} not in 0, 1, 2")
-  ex = {'input': _field(row, 'premise', str, path) + EOS_JOIN +
-                 _field(row, 'hypothesis', str, path),
-        'label': NLI_LABELS[label]}
+  premise, hypothesis = _field(row, 'premise', str, path), _field(row, 'hypothesis', str, path)
+  ex = {'input': premise + EOS_JOIN + hypothesis, 'label': NLI_LABELS[label]}
   if 'uid' in row:
     ex['id'] = _field(row, 'uid', str, path)
   return ex
@@ -175,12 +195,11 @@ def _nli(row, path):
 _READERS = {'cqa': _cqa, 'svamp': _svamp, 'esnli': _nli, 'anli1': _nli}
 
 
-def read_examples(dataset: str, split: str,
-                  root: str | None = None) -> list[dict[str, Any]]:
+def read_examples(dataset: str, split: str, root: str | None = None) -> list[dict[str, Any]]:
   """Rows of a source file as {'id', 'row', 'input', 'label'[, 'choices']}.
 
-  `id` is the file's own id (CQA `id`, ANLI `uid`) or '{split}:{row}' (SVAMP,
-  e-SNLI have none). `row` is the 0-based row index in the file.
+  `id` is the file's own id (CQA `id`, ANLI `uid`) or '{split}:{row}' (SVAMP, e-SNLI have none).
+  `row` is the 0-based row index in the file.
   """
   path = source_path(dataset, split, root)
   out = []
@@ -197,49 +216,46 @@ def teacher_files(dataset: str, split: str, teacher: str = 'palm',
   """`{split}_CoT_{i}.json` for i = 0, 1, ... (contiguous), in order."""
   folder = teacher_dir(dataset, teacher, root)
   found = {}
-  if os.path.isdir(folder):
-    for name in os.listdir(folder):
-      m = re.fullmatch(re.escape(split) + r'_CoT_(\d+)\.json', name)
+  if as_path(folder).is_dir():
+    for path in as_path(folder).iterdir():
+      m = re.fullmatch(re.escape(split) + r'_CoT_(\d+)\.json', path.name)
       if m:
-        found[int(m.group(1))] = os.path.join(folder, name)
+        found[int(m.group(1))] = str(path)
   if not found:
-    raise FileNotFoundError(
-        f'Missing teacher outputs {folder}/{split}_CoT_0.json (teacher '
-        f'{teacher!r}, {dataset} {split}). ' + _HOW_TO_GET)
+    raise FileNotFoundError(f'Missing teacher outputs {folder}/{split}_CoT_0.json (teacher '
+                            f'{teacher!r}, {dataset} {split}). ' + _HOW_TO_GET)
   missing = sorted(set(range(max(found) + 1)) - set(found))
   if missing:
-    raise FileNotFoundError(f'Missing teacher file {folder}/{split}_CoT_'
-                            f'{missing[0]}.json (files must be numbered 0..N).')
+    raise FileNotFoundError(f'Missing teacher file {folder}/{split}_CoT_{missing[0]}.json (files '
+                            'must be numbered 0..N).')
   return [found[i] for i in sorted(found)]
 
 
-def read_teacher_outputs(dataset: str, split: str, teacher: str = 'palm',
-                         root: str | None = None,
+def read_teacher_outputs(dataset: str, split: str, teacher: str = 'palm', root: str | None = None,
                          expected: int | None = None) -> list[str]:
   """Raw completions for a source split, concatenated over the files.
 
-  If `expected` (the number of input rows) is given, a different count raises
-  an error naming the files and their counts.
+  If `expected` (the number of input rows) is given, a different count raises an error naming the
+  files and their counts.
   """
   files = teacher_files(dataset, split, teacher, root)
   outputs, counts = [], []
   for path in files:
-    part = _read_json_array(path, _mtime(path))
+    part = _read_json_array(path, _version(path))
     outputs.extend(part)
-    counts.append(f'{os.path.basename(path)}: {len(part)}')
+    counts.append(f'{as_path(path).name}: {len(part)}')
   if expected is not None and len(outputs) != expected:
     raise ValueError(
-        f'{files[-1]}: teacher {teacher!r} has {len(outputs)} outputs for '
-        f'{dataset} {split} but the split has {expected} inputs '
-        f'(files {", ".join(counts)}); outputs must align one-to-one with rows.')
+        f'{files[-1]}: teacher {teacher!r} has {len(outputs)} outputs for {dataset} {split} but '
+        f'the split has {expected} inputs (files {", ".join(counts)}); outputs must align '
+        'one-to-one with rows.')
   return outputs
 
 
 @functools.lru_cache(maxsize=8)
-def _read_json_array(path: str, mtime: float) -> tuple[str, ...]:
-  del mtime  # Cache key only.
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
+def _read_json_array(path: str, version: tuple[int, int]) -> tuple[str, ...]:
+  del version  # Cache key only.
+  text = as_path(path).read_text(encoding='utf-8')
   try:
     data = json.loads(text)
   except json.JSONDecodeError as e:
@@ -248,8 +264,7 @@ def _read_json_array(path: str, mtime: float) -> tuple[str, ...]:
     raise ValueError(f'{path} line 1: expected a JSON array of strings')
   for i, item in enumerate(data):
     if not isinstance(item, str):
-      raise ValueError(f'{path}: element {i} is {type(item).__name__}, '
-                       'expected a string')
+      raise ValueError(f'{path}: element {i} is {type(item).__name__}, expected a string')
   return tuple(data)
 
 
@@ -272,10 +287,9 @@ def _sha256(f) -> str:
 
 
 def _zip_members(zf: zipfile.ZipFile) -> dict[str, str]:
-  """{path relative to the data folder: member name}; accepts zips with or
-  without the top-level datasets/ folder."""
-  names = [n for n in zf.namelist()
-           if not n.startswith('__MACOSX') and not n.endswith('/')]
+  """{path relative to the data folder: member name}; accepts zips with or without the top-level
+  datasets/ folder."""
+  names = [n for n in zf.namelist() if not n.startswith('__MACOSX') and not n.endswith('/')]
   for name in names:
     if name.startswith('/') or '..' in name.split('/'):
       raise ValueError(f'{zf.filename}: unsafe member path {name!r}.')
@@ -286,10 +300,9 @@ def _zip_members(zf: zipfile.ZipFile) -> dict[str, str]:
 def verify_zip(zip_path: str, datasets: tuple[str, ...] = DATASETS) -> list[str]:
   """Checks CRCs, required members, sha256 and line counts; returns paths.
 
-  Every member listed in the checksum file must match it; the inputs and
-  teacher outputs of `datasets` must be present; the two large train files not
-  in the checksum list must have their known line counts. Returned paths are
-  relative to the data folder (datasets/...).
+  Every member listed in the checksum file must match it; the inputs and teacher outputs of
+  `datasets` must be present; the two large train files not in the checksum list must have their
+  known line counts. Returned paths are relative to the data folder (datasets/...).
   """
   sums = load_checksums()
   try:
@@ -315,8 +328,7 @@ def verify_zip(zip_path: str, datasets: tuple[str, ...] = DATASETS) -> list[str]
         with zf.open(name) as f:
           n = sum(1 for line in f if line.strip())
         if n != EXPECTED_LINES[rel]:
-          raise ValueError(f'{zip_path}: {name} has {n} lines, expected '
-                           f'{EXPECTED_LINES[rel]}.')
+          raise ValueError(f'{zip_path}: {name} has {n} lines, expected {EXPECTED_LINES[rel]}.')
   return sorted(members)
 
 

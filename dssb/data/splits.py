@@ -6,22 +6,20 @@ The official run.py, in this order:
   2. with --subsample f < 1, keeps train = Hugging Face
      `train_test_split(test_size=1-f, seed=run)['train']` of the train file;
   3. for CQA and SVAMP (no valid file) carves validation out of that subset:
-     `train_test_split(test_size=0.1, seed=0)`; e-SNLI and ANLI use their
-     valid file.
+     `train_test_split(test_size=0.1, seed=0)`; e-SNLI and ANLI use their valid file.
 
-Hugging Face semantics, reproduced by `hf_train_test_split`: n_test =
-ceil(test_size * n), perm = numpy.random.default_rng(seed).permutation(n),
-test = perm[:n_test], train = perm[n_test:] kept in permuted order.
+Hugging Face semantics, reproduced by `hf_train_test_split`: n_test = ceil(test_size * n), perm =
+numpy.random.default_rng(seed).permutation(n), test = perm[:n_test], train = perm[n_test:] kept in
+permuted order.
 
-Nesting: with one seed the permutation does not depend on the fraction and the
-subset is its tail, so the subset at a smaller fraction is contained in the
-subset at a larger one (`subsample`). The CQA/SVAMP carve-out then permutes
-each subset with seed 0 again, so the final train and validation splits of two
-fractions are NOT nested, and the validation split changes with fraction and
-seed: this is the official behaviour, kept here.
+Nesting: with one seed the permutation does not depend on the fraction and the subset is its tail,
+so the subset at a smaller fraction is contained in the subset at a larger one (`subsample`). The
+CQA/SVAMP carve-out then permutes each subset with seed 0 again, so the final train and validation
+splits of two fractions are NOT nested, and the validation split changes with fraction and seed:
+this is the official behaviour, kept here.
 
-`parse_failures='drop'` removes train rows whose teacher label failed to parse
-(see teacher_outputs); validation and test are never filtered.
+`parse_failures='drop'` removes train rows whose teacher label failed to parse (see
+teacher_outputs); validation and test are never filtered.
 """
 
 import math
@@ -37,8 +35,7 @@ VALID_FRACTION = 0.1
 VALID_SEED = 0
 
 
-def hf_train_test_split(n: int, test_size: float,
-                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+def hf_train_test_split(n: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """(train, test) row indices as HF `Dataset.train_test_split` picks them."""
   if not 0.0 < test_size < 1.0:
     raise ValueError(f'test_size must be in (0, 1), got {test_size}.')
@@ -63,13 +60,11 @@ def subsample(n: int, fraction: float, seed: int) -> np.ndarray:
   return hf_train_test_split(n, 1.0 - fraction, seed)[0]
 
 
-def split_rows(dataset: str, source_sizes: Mapping[str, int],
-               fraction: float = 1.0,
+def split_rows(dataset: str, source_sizes: Mapping[str, int], fraction: float = 1.0,
                seed: int = 0) -> dict[str, tuple[str, np.ndarray]]:
   """{split: (source file split, row indices in order)} for train/validation/test.
 
-  `source_sizes` maps each source split ('train', 'test'[, 'valid']) to its
-  number of rows.
+  `source_sizes` maps each source split ('train', 'test'[, 'valid']) to its number of rows.
   """
   sources.check_dataset(dataset)
   subset = subsample(source_sizes['train'], fraction, seed)
@@ -88,19 +83,16 @@ def source_rows(dataset: str, source_split: str, teacher: str | None = 'palm',
                 data_dir: str | None = None) -> list[dict[str, Any]]:
   """All rows of a source file, with parsed teacher outputs if `teacher`.
 
-  Teacher fields: teacher_rationale, teacher_label, teacher_failure ('' if
-  the parse succeeded), teacher_truncated, teacher_no_answer_marker.
+  Teacher fields: teacher_rationale, teacher_label, teacher_failure ('' if the parse succeeded),
+  teacher_truncated, teacher_no_answer_marker.
   """
   rows = sources.read_examples(dataset, source_split, data_dir)
   if teacher is None:
     return rows
-  texts = sources.read_teacher_outputs(dataset, source_split, teacher, data_dir,
-                                       expected=len(rows))
-  parsed = teacher_outputs.parse_all(dataset, texts,
-                                     [r.get('choices') for r in rows])
-  return [dict(r, teacher_rationale=p.rationale, teacher_label=p.label,
-               teacher_failure=p.failure, teacher_truncated=p.truncated,
-               teacher_no_answer_marker=p.no_answer_marker)
+  texts = sources.read_teacher_outputs(dataset, source_split, teacher, data_dir, expected=len(rows))
+  parsed = teacher_outputs.parse_all(dataset, texts, [r.get('choices') for r in rows])
+  return [dict(r, teacher_rationale=p.rationale, teacher_label=p.label, teacher_failure=p.failure,
+               teacher_truncated=p.truncated, teacher_no_answer_marker=p.no_answer_marker)
           for r, p in zip(rows, parsed)]
 
 
@@ -110,16 +102,14 @@ def source_sizes(dataset: str, data_dir: str | None = None) -> dict[str, int]:
           for s in sources.SOURCE_SPLITS[dataset]}
 
 
-def load_split(dataset: str, split: str, *, fraction: float = 1.0,
-               seed: int = 0, teacher: str | None = 'palm',
-               parse_failures: str = 'keep',
+def load_split(dataset: str, split: str, *, fraction: float = 1.0, seed: int = 0,
+               teacher: str | None = 'palm', parse_failures: str = 'keep',
                data_dir: str | None = None) -> list[dict[str, Any]]:
   """Rows of one official split (train/validation/test), in official order."""
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}.')
   if parse_failures not in teacher_outputs.PARSE_FAILURE_POLICIES:
-    raise ValueError(f'parse_failures must be one of '
-                     f'{teacher_outputs.PARSE_FAILURE_POLICIES}.')
+    raise ValueError(f'parse_failures must be one of {teacher_outputs.PARSE_FAILURE_POLICIES}.')
   has_valid = 'valid' in sources.SOURCE_SPLITS[dataset]
   if split == 'test' or (split == 'validation' and has_valid):
     # Whole files: no need to read (possibly missing) train inputs.

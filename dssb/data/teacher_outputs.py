@@ -1,33 +1,32 @@
 """Teacher completions -> (rationale, label), as the official code parses them.
 
-Paper Sec. 3.1: the teacher LLM answers each input with few-shot chain of
-thought; its output is split into a rationale and a label. The released PaLM
-completions run on past the answer into invented next examples ("Q: ..." for
-CQA/SVAMP, "Premise: ..." for the NLI sets), which the parsers cut off:
+Paper Sec. 3.1: the teacher LLM answers each input with few-shot chain of thought; its output is
+split into a rationale and a label. The released PaLM completions run on past the answer into
+invented next examples ("Q: ..." for CQA/SVAMP, "Premise: ..." for the NLI sets), which the parsers
+cut off:
 
   CQA    "{rationale} So the answer is (c) {choice}." [+ "Q: ..."]
   SVAMP  "{rationale} The answer is ({equation})."    [+ "Q: ..."]
   e-SNLI "{rationale}\\nAnswer: {label}"             [+ "Premise: ..."]
   ANLI   "{rationale} So the answer is {label}."      [+ "Premise: ..."]
 
-On every completion where the official parser succeeds these parsers return
-the same strings, including its failure values (label ' ' or '', and SVAMP's
-rationale ' ' when the answer marker is missing or repeated; ANLI drops the
-last character of the label). Where the official CQA parser would crash (no
-marker, or several), the text before the first marker is the rationale and the
+On every completion where the official parser succeeds these parsers return the same strings,
+including its failure values (label ' ' or '', and SVAMP's rationale ' ' when the answer marker is
+missing or repeated; ANLI drops the last character of the label). Where the official CQA parser
+would crash (no marker, or several), the text before the first marker is the rationale and the
 label is ' '.
 
-Every parse is also classified, so failures can be counted and, if asked,
-dropped (the official policy keeps them):
+Every parse is also classified, so failures can be counted and, if asked, dropped (the official
+policy keeps them):
   empty_label       the label is empty or blank (no answer found);
-  label_not_in_set  a non-blank label outside the label set (CQA: the example's
-                    five choices; SVAMP: a valid arithmetic expression; NLI:
-                    entailment / neutral / contradiction);
-  truncated         a failed parse of a completion that never reached an
-                    invented next example: the output stopped before a full
-                    answer (token budget), e.g. "... The answer is (9 + 6";
-  no_answer_marker  the answer marker is missing (truncated, or off-format
-                    such as ANLI "..., so the answer is entailment").
+  label_not_in_set  a non-blank label outside the label set (CQA: the example's five choices;
+                    SVAMP: a valid arithmetic expression; NLI: entailment / neutral /
+                    contradiction);
+  truncated         a failed parse of a completion that never reached an invented next example:
+                    the output stopped before a full answer (token budget), e.g. "... The answer
+                    is (9 + 6";
+  no_answer_marker  the answer marker is missing (truncated, or off-format such as ANLI "..., so
+                    the answer is entailment").
 The same parsers serve any teacher laid out like the PaLM files (see sources).
 """
 
@@ -85,15 +84,13 @@ def _esnli(text: str) -> tuple[str, str, bool, bool]:
 def _anli(text: str) -> tuple[str, str, bool, bool]:
   parts = text.split('Premise:')[0].rstrip().split('So the answer is')
   rationale, label = parts if len(parts) == 2 else ('', '')
-  return (rationale.rstrip(), label.lstrip()[:-1], len(parts) > 1,
-          'Premise:' in text)
+  return (rationale.rstrip(), label.lstrip()[:-1], len(parts) > 1, 'Premise:' in text)
 
 
 _PARSERS = {'cqa': _cqa, 'svamp': _svamp, 'esnli': _esnli, 'anli1': _anli}
 
 
-def _in_label_set(dataset: str, label: str,
-                  choices: Sequence[str] | None) -> bool:
+def _in_label_set(dataset: str, label: str, choices: Sequence[str] | None) -> bool:
   if dataset == 'cqa':
     return choices is None or label in choices
   if dataset == 'svamp':
@@ -101,8 +98,7 @@ def _in_label_set(dataset: str, label: str,
   return label in sources.NLI_LABELS
 
 
-def parse(dataset: str, text: str,
-          choices: Sequence[str] | None = None) -> Parsed:
+def parse(dataset: str, text: str, choices: Sequence[str] | None = None) -> Parsed:
   """Parses one completion; `choices` is the CQA label set (None: unchecked)."""
   sources.check_dataset(dataset)
   rationale, label, marker, run_on = _PARSERS[dataset](text)
@@ -112,14 +108,12 @@ def parse(dataset: str, text: str,
     failure = 'label_not_in_set'
   else:
     failure = ''
-  return Parsed(rationale, label, failure,
-                truncated=bool(failure) and not run_on,
+  return Parsed(rationale, label, failure, truncated=bool(failure) and not run_on,
                 no_answer_marker=not marker)
 
 
 def parse_all(dataset: str, texts: Sequence[str],
-              choices: Iterable[Sequence[str] | None] | None = None
-              ) -> list[Parsed]:
+              choices: Iterable[Sequence[str] | None] | None = None) -> list[Parsed]:
   """Parses a list of completions (`choices` aligned with `texts` for CQA)."""
   choices = list(choices) if choices is not None else [None] * len(texts)
   return [parse(dataset, t, c) for t, c in zip(texts, choices)]

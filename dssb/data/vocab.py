@@ -1,15 +1,15 @@
 """SentencePiece vocabularies for the tasks (paper Sec. 4: T5 tokenizer).
 
-Real runs use the T5 vocabulary,
-gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model. For CPU work
-without it, `train_vocab` trains a small SentencePiece model on one dataset's
-training text (inputs, gold labels, teacher rationales and labels) with the T5
-special ids pad=0, eos=1, unk=2 and no bos:
+Real runs use the T5 vocabulary, gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model.
+For CPU work without it, `train_vocab` trains a small SentencePiece model on one dataset's training
+text (inputs, gold labels, teacher rationales and labels) with the T5 special ids pad=0, eos=1,
+unk=2 and no bos:
 
-    python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 \\
-        --out /tmp/svamp_1000.model
+    python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 --out /tmp/svamp_1000.model
 
-Tasks take `vocab_path`, else $DSSB_VOCAB.
+Tasks take `vocab_path`, else $DSSB_VOCAB. Vocabulary files and their caches are read and written
+through `etils.epath` (sources.as_path), so every path may be a gs:// one; SentencePiece itself
+trains on local files, in a local temporary folder.
 """
 
 import functools
@@ -18,12 +18,19 @@ import os
 import tempfile
 
 import gin
-import seqio
 import sentencepiece as spm
+
+import dssb
+
+dssb.import_tensorflow_quietly()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import seqio
 
 from dssb.data import preprocess
 from dssb.data import sources
 from dssb.data import splits
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 VOCAB_ENV = 'DSSB_VOCAB'
 T5_VOCAB = 'gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model'
@@ -34,10 +41,9 @@ def resolve_vocab_path(vocab_path: str | None = None) -> str:
   path = vocab_path or os.environ.get(VOCAB_ENV)
   if not path:
     raise ValueError(
-        f'No vocabulary: pass vocab_path or set {VOCAB_ENV} to a SentencePiece '
-        f'model (real runs: {T5_VOCAB}; on CPU train one with `python -m '
-        'dssb.data train_vocab --dataset NAME --vocab_size 1000 --out '
-        'PATH.model`).')
+        f'No vocabulary: pass vocab_path or set {VOCAB_ENV} to a SentencePiece model (real runs: '
+        f'{T5_VOCAB}; on CPU train one with `python -m dssb.data train_vocab --dataset NAME '
+        '--vocab_size 1000 --out PATH.model`).')
   return path
 
 
@@ -51,8 +57,8 @@ def training_text(dataset: str, teacher: str | None = 'palm',
                   data_dir: str | None = None) -> list[str]:
   """Lines to train a vocabulary on: the train file's texts (all rows).
 
-  Also the task prefixes and single-task markers of preprocess, so that their
-  characters (e.g. '[') are in the vocabulary.
+  Also the task prefixes and single-task markers of preprocess, so that their characters (e.g. '[')
+  are in the vocabulary.
   """
   lines = [p for pair in preprocess.PREFIXES.values() for p in pair]
   lines += [preprocess.LABEL_MARKER, preprocess.RATIONALE_MARKER]
@@ -65,40 +71,42 @@ def training_text(dataset: str, teacher: str | None = 'palm',
   return [l for l in (x.strip() for x in lines) if l]
 
 
-def train_vocab(dataset: str, vocab_size: int, out_path: str, *,
-                teacher: str | None = 'palm', data_dir: str | None = None,
-                force: bool = False) -> str:
+def train_vocab(dataset: str, vocab_size: int, out_path: str, *, teacher: str | None = 'palm',
+                data_dir: str | None = None, force: bool = False) -> str:
   """Trains a SentencePiece model (pad 0, eos 1, unk 2) on `dataset`'s text.
 
-  Cached by path: if `out_path` exists and was trained with the same settings
-  (recorded in `out_path + '.json'`) it is returned as is. Returns out_path.
+  Cached by path: if `out_path` exists and was trained with the same settings (recorded in
+  `out_path + '.json'`) it is returned as is. Returns out_path.
   """
   sources.check_dataset(dataset)
-  settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher,
-              'text_version': 2}
-  meta_path = out_path + '.json'
-  if not force and os.path.exists(out_path) and os.path.exists(meta_path):
-    with open(meta_path, encoding='utf-8') as f:
-      if json.load(f) == settings:
-        return out_path
+  settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher, 'text_version': 2}
+  out, meta = sources.as_path(out_path), sources.as_path(out_path + '.json')
+  if not force and out.exists() and meta.exists():
+    if json.loads(meta.read_text(encoding='utf-8')) == settings:
+      return out_path
   lines = training_text(dataset, teacher, data_dir)
-  out_dir = os.path.dirname(os.path.abspath(out_path))
-  os.makedirs(out_dir, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+  out.parent.mkdir(parents=True, exist_ok=True)
+  # Local: train beside the output and rename it into place (atomic). Remote: train in a local
+  # temporary folder and copy the model over.
+  local_dir = None if sources.is_remote(out_path) else os.path.dirname(os.path.abspath(out_path))
+  with tempfile.TemporaryDirectory(dir=local_dir) as tmp:
     text_path = os.path.join(tmp, 'text.txt')
     with open(text_path, 'w', encoding='utf-8') as f:
       f.write('\n'.join(lines) + '\n')
     if hasattr(spm, 'set_random_generator_seed'):
       spm.set_random_generator_seed(0)
     spm.SentencePieceTrainer.train(
-        input=text_path, model_prefix=os.path.join(tmp, 'spm'),
-        vocab_size=vocab_size, model_type='unigram', character_coverage=1.0,
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        input=text_path, model_prefix=os.path.join(tmp, 'spm'), vocab_size=vocab_size,
+        model_type='unigram', character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
         input_sentence_size=2_000_000, shuffle_input_sentence=True,
         num_threads=os.cpu_count() or 1, minloglevel=2)
-    os.replace(os.path.join(tmp, 'spm.model'), out_path)
-  with open(meta_path, 'w', encoding='utf-8') as f:
-    json.dump(settings, f)
+    model = os.path.join(tmp, 'spm.model')
+    if local_dir:
+      os.replace(model, out_path)
+    else:
+      with open(model, 'rb') as f:
+        out.write_bytes(f.read())
+  meta.write_text(json.dumps(settings), encoding='utf-8')
   get_vocabulary.cache_clear()
   return out_path
 
@@ -119,5 +127,5 @@ def cached_vocab(dataset: str, vocab_size: int = 1000, teacher: str | None = 'pa
     The path, under $DSSB_CACHE_DIR (default ~/.cache/dssb)/vocab/.
   """
   cache = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'dssb')
-  out = os.path.join(cache, 'vocab', f'{dataset}_{teacher}_{vocab_size}.model')
-  return train_vocab(dataset, vocab_size, out, teacher=teacher)
+  out = sources.as_path(cache, 'vocab', f'{dataset}_{teacher}_{vocab_size}.model')
+  return train_vocab(dataset, vocab_size, str(out), teacher=teacher)
