@@ -1,4 +1,4 @@
-"""Optimisers chosen in gin: AdamW with the official code's Hugging Face defaults, or t5x's Adafactor.
+"""Optimisers chosen in gin: AdamW with the official code's HF defaults, or t5x's Adafactor.
 
 Official distilling step-by-step run (HF Seq2SeqTrainer defaults): AdamW, lr 5e-5, betas
 (0.9, 0.999), eps 1e-8, weight decay 0, linear decay to 0 at the last step, no warmup, gradient

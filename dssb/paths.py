@@ -13,13 +13,18 @@ def is_remote(path) -> bool:
   return '://' in str(path)
 
 
-def path(p) -> epath.Path:
-  """An epath.Path: local paths made absolute (orbax needs that), remote ones as given."""
+def path(p, *parts: str) -> epath.Path:
+  """An epath.Path of a local or remote file or folder, as written (TensorFlow is loaded
+  quietly first for a remote one: epath's gs:// backend is tf.io.gfile)."""
   if is_remote(p):
     import dssb  # pylint: disable=g-import-not-at-top
-    dssb.import_tensorflow_quietly()  # epath's gs:// backend is tf.io.gfile: keep it quiet
-    return epath.Path(str(p))
-  return epath.Path(p).expanduser().resolve()
+    dssb.import_tensorflow_quietly()
+  return epath.Path(p, *parts)
+
+
+def absolute(p) -> epath.Path:
+  """`path(p)` with a local path made absolute (orbax needs that); remote ones as given."""
+  return path(p) if is_remote(p) else epath.Path(p).expanduser().resolve()
 
 
 def append_line(p, line: str) -> None:

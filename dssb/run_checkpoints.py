@@ -21,7 +21,7 @@ class RunCheckpoints:
   def __init__(self, model_dir: str, keep: int, async_save: bool = True):
     options = lambda n: ocp.CheckpointManagerOptions(
         max_to_keep=n, create=True, enable_async_checkpointing=async_save)
-    self.directory = paths.path(model_dir)
+    self.directory = paths.absolute(model_dir)
     self.latest = ocp.CheckpointManager(self.directory / 'checkpoints', options=options(keep))
     self.best = ocp.CheckpointManager(self.directory / 'best', options=options(1))
 

@@ -111,7 +111,8 @@ def matmul_peak_gflops(n=2048, reps=10):
   for _ in range(reps):
     t @ t
   torch_rate = 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
-  return {'jax_gflops': jax_rate, 'torch_gflops': torch_rate, 'peak_gflops': max(jax_rate, torch_rate)}
+  return {'jax_gflops': jax_rate, 'torch_gflops': torch_rate,
+          'peak_gflops': max(jax_rate, torch_rate)}
 
 
 def batch_arrays(rng):

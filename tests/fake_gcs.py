@@ -60,7 +60,8 @@ def _with_read_preconditions(handler):
     bucket, name = request.params['bucket_name'], request.params['object_id']
     generation = _generation(storage, bucket, name)
     if generation is not None:
-      match, no_match = _query(request, 'ifGenerationMatch'), _query(request, 'ifGenerationNotMatch')
+      match = _query(request, 'ifGenerationMatch')
+      no_match = _query(request, 'ifGenerationNotMatch')
       if match is not None and int(match) != generation:
         response.status = HTTPStatus.PRECONDITION_FAILED
         return

@@ -17,8 +17,6 @@ import pytest
 import fake_gcs  # tests/fake_gcs.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SVAMP_FILES = ['svamp_train.json', 'svamp_test.json', 'llm/train_CoT_0.json',
-               'llm/test_CoT_0.json']
 
 
 @pytest.fixture
@@ -30,16 +28,18 @@ def gcs(tmp_path):
 
 def test_local_paths_are_absolute_and_remote_ones_kept():
   from dssb import paths  # pylint: disable=g-import-not-at-top
-  assert str(paths.path('gs://b/run')) == 'gs://b/run'
+  assert str(paths.absolute('gs://b/run')) == str(paths.path('gs://b', 'run')) == 'gs://b/run'
   assert paths.is_remote('gs://b/run') and not paths.is_remote('/tmp/run')
-  assert os.path.isabs(str(paths.path('relative/run')))
+  assert str(paths.path('relative', 'run')) == 'relative/run'
+  assert str(paths.absolute('relative/run')) == os.path.join(os.getcwd(), 'relative/run')
 
 
 @pytest.mark.slow
 def test_a_run_on_gcs_writes_everything_there_and_resumes_from_it(gcs, dss_data_dir, tmp_path):
-  for name in SVAMP_FILES:
-    with open(os.path.join(dss_data_dir, 'datasets', 'svamp', name), 'rb') as f:
-      gcs.upload(f'data/datasets/svamp/{name}', f.read())
+  svamp = os.path.join(dss_data_dir, 'datasets', 'svamp')
+  for path in glob.glob(os.path.join(svamp, '*.json')) + glob.glob(os.path.join(svamp, 'llm', '*')):
+    with open(path, 'rb') as f:
+      gcs.upload(f'data/datasets/svamp/{os.path.relpath(path, svamp)}', f.read())
   local = tmp_path / 'local'  # the run's working directory: nothing of the run may land here
   local.mkdir()
   env = dict(os.environ, **gcs.env, DSSB_DATA_DIR='gs://dssb-test/data',

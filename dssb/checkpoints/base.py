@@ -142,7 +142,8 @@ def reconcile(inferred: T5Config, given: Optional[T5Config], path: str,
           else inferred.param_shape_diff(given))
   if diff:
     raise CheckpointError(f'{path}: the given config does not match the checkpoint: ' + '; '.join(
-        f'{field}: checkpoint {ours!r}, config {theirs!r}' for field, (ours, theirs) in diff.items()))
+        f'{field}: checkpoint {ours!r}, config {theirs!r}'
+        for field, (ours, theirs) in diff.items()))
   return given
 
 

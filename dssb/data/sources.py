@@ -32,7 +32,7 @@ import urllib.request
 import zipfile
 from typing import Any
 
-from etils import epath
+from dssb import paths
 
 DATA_DIR_ENV = 'DSSB_DATA_DIR'
 DATASETS = ('cqa', 'svamp', 'esnli', 'anli1')
@@ -60,19 +60,6 @@ _HOW_TO_GET = (
     'holds datasets/.')
 
 
-def is_remote(path) -> bool:
-  """True for object-store paths (gs://, s3://, ...), which epath serves through TensorFlow."""
-  return '://' in os.fspath(path)
-
-
-def as_path(path, *parts: str) -> epath.Path:
-  """epath.Path of a local or remote data file or folder (TensorFlow loaded quietly if remote)."""
-  if is_remote(path):
-    import dssb  # pylint: disable=g-import-not-at-top
-    dssb.import_tensorflow_quietly()
-  return epath.Path(path, *parts)
-
-
 def check_dataset(dataset: str) -> str:
   if dataset not in DATASETS:
     raise ValueError(f'Unknown dataset {dataset!r}; expected one of {DATASETS}.')
@@ -84,7 +71,7 @@ def data_dir(path: str | None = None) -> str:
   path = path or os.environ.get(DATA_DIR_ENV)
   if not path:
     raise ValueError(f'No data folder: set {DATA_DIR_ENV}. {_HOW_TO_GET}')
-  if not as_path(path, 'datasets').is_dir():
+  if not paths.path(path, 'datasets').is_dir():
     raise FileNotFoundError(
         f'{path} has no datasets/ folder ({DATA_DIR_ENV}={path}). {_HOW_TO_GET}')
   return path
@@ -95,7 +82,7 @@ def source_path(dataset: str, split: str, root: str | None = None) -> str:
   check_dataset(dataset)
   if split not in SOURCE_SPLITS[dataset]:
     raise ValueError(f'{dataset} has no source split {split!r}; it has {SOURCE_SPLITS[dataset]}.')
-  path = as_path(data_dir(root), 'datasets', dataset, f'{dataset}_{split}.json')
+  path = paths.path(data_dir(root), 'datasets', dataset, f'{dataset}_{split}.json')
   if not path.exists():
     raise FileNotFoundError(f'Missing input file {path} ({dataset} {split} inputs). The full '
                             'release has it inside datasets.zip. ' + _HOW_TO_GET)
@@ -113,7 +100,7 @@ def teacher_dir(dataset: str, teacher: str, root: str | None = None) -> str:
   check_dataset(dataset)
   check_teacher(teacher)
   sub = 'llm' if teacher == 'palm' else f'llm_{teacher}'
-  return str(as_path(data_dir(root), 'datasets', dataset, sub))
+  return str(paths.path(data_dir(root), 'datasets', dataset, sub))
 
 
 def _version(path: str) -> tuple[int, int]:
@@ -122,8 +109,8 @@ def _version(path: str) -> tuple[int, int]:
   Local files: os.stat's mtime in ns and size (epath's stat rounds mtime down to seconds, too coarse
   for a file rewritten within a second); remote files: epath's stat, mtime in seconds and size.
   """
-  if is_remote(path):
-    st = as_path(path).stat()
+  if paths.is_remote(path):
+    st = paths.path(path).stat()
     return st.mtime, st.length
   st = os.stat(path)
   return st.st_mtime_ns, st.st_size
@@ -141,7 +128,7 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 def _read_jsonl(path: str, version: tuple[int, int]) -> tuple[dict[str, Any], ...]:
   del version  # Cache key only.
   rows = []
-  with as_path(path).open('r', encoding='utf-8') as f:
+  with paths.path(path).open('r', encoding='utf-8') as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -216,8 +203,8 @@ def teacher_files(dataset: str, split: str, teacher: str = 'palm',
   """`{split}_CoT_{i}.json` for i = 0, 1, ... (contiguous), in order."""
   folder = teacher_dir(dataset, teacher, root)
   found = {}
-  if as_path(folder).is_dir():
-    for path in as_path(folder).iterdir():
+  if paths.path(folder).is_dir():
+    for path in paths.path(folder).iterdir():
       m = re.fullmatch(re.escape(split) + r'_CoT_(\d+)\.json', path.name)
       if m:
         found[int(m.group(1))] = str(path)
@@ -243,7 +230,7 @@ def read_teacher_outputs(dataset: str, split: str, teacher: str = 'palm', root: 
   for path in files:
     part = _read_json_array(path, _version(path))
     outputs.extend(part)
-    counts.append(f'{as_path(path).name}: {len(part)}')
+    counts.append(f'{paths.path(path).name}: {len(part)}')
   if expected is not None and len(outputs) != expected:
     raise ValueError(
         f'{files[-1]}: teacher {teacher!r} has {len(outputs)} outputs for {dataset} {split} but '
@@ -255,7 +242,7 @@ def read_teacher_outputs(dataset: str, split: str, teacher: str = 'palm', root: 
 @functools.lru_cache(maxsize=8)
 def _read_json_array(path: str, version: tuple[int, int]) -> tuple[str, ...]:
   del version  # Cache key only.
-  text = as_path(path).read_text(encoding='utf-8')
+  text = paths.path(path).read_text(encoding='utf-8')
   try:
     data = json.loads(text)
   except json.JSONDecodeError as e:

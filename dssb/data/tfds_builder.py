@@ -31,6 +31,7 @@ dssb.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow_datasets as tfds
 
+from dssb import paths
 from dssb.data import sources
 from dssb.data import splits
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -70,9 +71,9 @@ class Dss(tfds.core.GeneratorBasedBuilder):
     except (AssertionError, ValueError):
       manual = None
     zip_path = None
-    if manual and sources.as_path(manual, 'datasets').is_dir():
+    if manual and paths.path(manual, 'datasets').is_dir():
       return manual
-    if manual and sources.as_path(manual, 'datasets.zip').exists():
+    if manual and paths.path(manual, 'datasets.zip').exists():
       zip_path = os.path.join(manual, 'datasets.zip')  # Read by zipfile: local only.
     elif os.environ.get(sources.DATA_DIR_ENV):
       return sources.data_dir()

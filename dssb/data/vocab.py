@@ -8,7 +8,7 @@ unk=2 and no bos:
     python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 --out /tmp/svamp_1000.model
 
 Tasks take `vocab_path`, else $DSSB_VOCAB. Vocabulary files and their caches are read and written
-through `etils.epath` (sources.as_path), so every path may be a gs:// one; SentencePiece itself
+through `etils.epath` (dssb.paths), so every path may be a gs:// one; SentencePiece itself
 trains on local files, in a local temporary folder.
 """
 
@@ -28,6 +28,7 @@ dssb.import_tensorflow_quietly()
 import seqio
 
 from dssb.data import preprocess
+from dssb import paths
 from dssb.data import sources
 from dssb.data import splits
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -80,7 +81,7 @@ def train_vocab(dataset: str, vocab_size: int, out_path: str, *, teacher: str | 
   """
   sources.check_dataset(dataset)
   settings = {'dataset': dataset, 'vocab_size': vocab_size, 'teacher': teacher, 'text_version': 2}
-  out, meta = sources.as_path(out_path), sources.as_path(out_path + '.json')
+  out, meta = paths.path(out_path), paths.path(out_path + '.json')
   if not force and out.exists() and meta.exists():
     if json.loads(meta.read_text(encoding='utf-8')) == settings:
       return out_path
@@ -88,7 +89,7 @@ def train_vocab(dataset: str, vocab_size: int, out_path: str, *, teacher: str | 
   out.parent.mkdir(parents=True, exist_ok=True)
   # Local: train beside the output and rename it into place (atomic). Remote: train in a local
   # temporary folder and copy the model over.
-  local_dir = None if sources.is_remote(out_path) else os.path.dirname(os.path.abspath(out_path))
+  local_dir = None if paths.is_remote(out_path) else os.path.dirname(os.path.abspath(out_path))
   with tempfile.TemporaryDirectory(dir=local_dir) as tmp:
     text_path = os.path.join(tmp, 'text.txt')
     with open(text_path, 'w', encoding='utf-8') as f:
@@ -127,5 +128,5 @@ def cached_vocab(dataset: str, vocab_size: int = 1000, teacher: str | None = 'pa
     The path, under $DSSB_CACHE_DIR (default ~/.cache/dssb)/vocab/.
   """
   cache = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'dssb')
-  out = sources.as_path(cache, 'vocab', f'{dataset}_{teacher}_{vocab_size}.model')
+  out = paths.path(cache, 'vocab', f'{dataset}_{teacher}_{vocab_size}.model')
   return train_vocab(dataset, vocab_size, str(out), teacher=teacher)

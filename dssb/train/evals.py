@@ -22,8 +22,9 @@ from dssb.model import T5Config, generate
 class Evaluator:
   """Decodes whole splits greedily and keeps the best validation score of the run."""
 
-  def __init__(self, model_config: T5Config, seqio_task, splits: Mapping[str, input_pipeline.Examples],
-               feature_lengths, batch_size: int, max_decode_length: int, mesh,
+  def __init__(self, model_config: T5Config, seqio_task,
+               splits: Mapping[str, input_pipeline.Examples], feature_lengths,
+               batch_size: int, max_decode_length: int, mesh,
                limit: Optional[int] = None, selection_metric: Optional[str] = None,
                test_at_every_eval: bool = False, best: Optional[dict] = None):
     self.model_config, self.task, self.splits = model_config, seqio_task, splits

@@ -80,7 +80,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
   import gin  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top
 
-  run_dir = paths.path(model_dir)
+  run_dir = paths.absolute(model_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (run_dir / 'config.gin').write_text(gin.config_str())
