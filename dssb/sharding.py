@@ -2,7 +2,8 @@
 
 Model code names logical axes only (batch, length, embed, mlp, heads, kv, joined_kv, vocab,
 relpos_buckets, and layers: the stacked axis of scanned layer params, always replicated so
-each device holds its share of every layer). These rules map them to the mesh axes ('data', 'model'):
+each device holds its share of every layer). These rules map them to the mesh axes
+('data', 'model'):
 - data parallel: batch -> data; everything else replicated when the model axis has size 1;
 - model parallel (Megatron-style): mlp, heads, joined_kv, vocab -> model;
 - FSDP: additionally embed -> data, so params and optimizer state are split over data too.

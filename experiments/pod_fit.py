@@ -31,7 +31,7 @@ CHIPS = {'TPU v4': 32 * GIB, 'TPU v5e': 16 * GIB}  # HBM per chip (one JAX devic
 DEFAULTS = {'remat': 'full', 'dtype': 'bfloat16', 'opt': 'adafactor', 'fsdp': 1, 'model': 4,
             'scan': 1, 'layers': 0}  # layers 0: the gin file's depth
 SLICES = (16, 32, 64, 128, 256)
-# The report: a recommended setting on every slice, then one change at a time.
+# The report: a reference setting on every slice, then one change at a time.
 REPORT_GRID = [
     ({}, SLICES),
     ({'model': 8}, SLICES),
@@ -205,8 +205,15 @@ def run_job(job: dict, timeout: float) -> dict:
   return dict(job, status='ok', wall_s=round(time.time() - start, 1), **result)
 
 
+TIGHT = 0.8  # above this share of HBM a fit is marked tight (see the notes in the report)
+
+
 def fits(total: int) -> list:
   return [chip for chip, hbm in CHIPS.items() if total <= hbm]
+
+
+def _mark(total: int, hbm: int) -> str:
+  return '*' if total > TIGHT * hbm else ''
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,8 +231,11 @@ def _label(setting):
 
 
 def _smallest(rows, hbm):
-  fitting = [r['devices'] for r in rows if r['status'] == 'ok' and r['total'] <= hbm]
-  return str(min(fitting)) if fitting else f'none up to {max(r["devices"] for r in rows)}'
+  fitting = [r for r in rows if r['status'] == 'ok' and r['total'] <= hbm]
+  if not fitting:
+    return f'none up to {max(r["devices"] for r in rows)}'
+  best = min(fitting, key=lambda r: r['devices'])
+  return f"{best['devices']}{_mark(best['total'], hbm)}"
 
 
 def _row_for(rows, devices, **setting):
@@ -243,38 +253,51 @@ def _cross_checks(rows) -> list:
   if base:
     n, state, params = base['num_params'], base['state_bytes_by_sharding'], base[
         'params_bytes_by_sharding']
+    arg, batch = base['memory']['argument'], base['batch_bytes_by_sharding']
     lines += [
         '## Cross-check by hand: parameters and optimizer state per device',
         '',
-        f"The recommended setting on 64 devices (16 data x 4 model, FSDP): {n:,} parameters x "
-        f"4 bytes (float32) / 64 devices = {n * 4 // 64:,} bytes ({_gib(n * 4 / 64)} GiB). The "
-        f"shardings give {params:,} bytes: every kernel is split over both axes, only the "
-        "layer-norm scales (split over data only) and the relative position tables (over model "
-        f"only) are larger per device. Adafactor's factored moments add {state - params:,} bytes "
-        "(replicated, they are vectors). memory_analysis reports arguments of "
-        f"{base['memory']['argument']:,} bytes = that state + the batch shard "
-        f"({base['batch_bytes_by_sharding']:,} bytes: 2 rows x (1024 + 3 x 256) x 4 bytes x 2 "
-        "sub-batches), and an alias of the donated state: the numbers are per device.", '']
+        f"The reference setting (first row) on 64 devices (16 data x 4 model, FSDP): {n:,} "
+        f"parameters x 4 bytes (float32) / 64 devices = {n * 4 // 64:,} bytes "
+        f"({_gib(n * 4 / 64)} GiB). The shardings give {params:,} bytes: every kernel is split "
+        "over both axes, only the layer-norm scales (split over data only) and the relative "
+        "position tables (over model only) are larger per device. Adafactor's factored moments "
+        f"add {state - params:,} bytes (replicated, they are vectors). memory_analysis "
+        f"reports arguments of {arg:,} bytes: that state + the batch shard ({batch:,} bytes: "
+        "2 rows x (1024 + 3 x 256) x 4 bytes x 2 sub-batches) to within "
+        f"{abs(arg - state - batch)} bytes, and an alias of the donated state: the numbers "
+        "are per device.", '']
     adamw = _row_for(rows, 64, opt='adamw')
     if adamw:
       lines += [f"With AdamW the state is {adamw['state_bytes_by_sharding']:,} bytes = "
-                f"{adamw['state_bytes_by_sharding'] / params:.3f} x the params (two moments of "
-                f"the params' shape and sharding), {_gib(adamw['state_bytes_by_sharding'])} GiB "
-                'per device.', '']
-  unrolled, scanned = _row_for(rows, 64, layers=2, scan=0), _row_for(rows, 64, layers=2)
-  deeper, full = _row_for(rows, 64, layers=4), _row_for(rows, 64)
-  if unrolled and scanned:
-    lines += ['## Cross-check: scan against unrolled layers', '',
-              f"2 encoder + 2 decoder XXL layers on 64 devices: unrolled {_gib(unrolled['total'])}"
-              f" GiB (temporaries {_gib(unrolled['memory']['temp'])}, compile "
-              f"{unrolled['compile_s']} s), scanned {_gib(scanned['total'])} GiB (temporaries "
-              f"{_gib(scanned['memory']['temp'])}, compile {scanned['compile_s']} s)."]
-  if scanned and deeper and full:
-    slope = (deeper['total'] - scanned['total']) / 2
-    guess = scanned['total'] + 22 * slope
-    lines += [f"Per encoder+decoder layer pair (4+4 minus 2+2, scanned): {_gib(slope)} GiB; "
-              f"extrapolated to 24+24: {_gib(guess)} GiB; compiled at 24+24: "
-              f"{_gib(full['total'])} GiB.", '']
+                f"{adamw['state_bytes_by_sharding'] / params:.3f} x the params (the params and "
+                "two moments of their shape and sharding), "
+                f"{_gib(adamw['state_bytes_by_sharding'])} GiB per device.", '']
+  two = {(scan, remat): _row_for(rows, 64, layers=2, scan=scan, remat=remat)
+         for scan in (0, 1) for remat in ('none', 'full')}
+  if all(two.values()):
+    t = {k: _gib(r['total']) for k, r in two.items()}
+    lines += [
+        '## Cross-check: scan against unrolled layers (2 encoder + 2 decoder XXL layers, 64 '
+        'devices)', '',
+        f"Without remat, unrolled {t[0, 'none']} GiB and scanned {t[1, 'none']} GiB: scan barely "
+        'changes what the step holds. With remat full, scanned '
+        f"{t[1, 'full']} GiB but unrolled {t[0, 'full']} GiB: XLA:CPU's schedule of the unrolled "
+        "program apparently undoes the saving, while scan's backward loop forces the "
+        "recomputation to happen layer by layer. The TPU compiler's scheduler is memory-aware; "
+        'either way, all figures above are for scanned layers (`SCAN_LAYERS = True`), and the '
+        'unrolled full-depth program could not be compiled here anyway (ENVIRONMENT.md: not '
+        'within 24 minutes).', '']
+  for dtype in ('bfloat16', 'float32'):
+    small, deeper = _row_for(rows, 64, layers=2, dtype=dtype), _row_for(rows, 64, layers=4,
+                                                                        dtype=dtype)
+    full = _row_for(rows, 64, dtype=dtype)
+    if small and deeper and full:
+      slope = (deeper['total'] - small['total']) / 2
+      lines += [f"Per-layer slope ({dtype} activations): 4+4 minus 2+2 layers = "
+                f"{_gib(slope)} GiB per encoder+decoder layer pair; extrapolated to 24+24: "
+                f"{_gib(small['total'] + 22 * slope)} GiB; compiled at 24+24: "
+                f"{_gib(full['total'])} GiB.", '']
   return lines
 
 
@@ -290,9 +313,16 @@ NOTES = """## What memory_analysis on the CPU backend tells about a TPU, and wha
   for float32, 16 x 128 for bfloat16), so an array whose last dimension is 64 (head_dim, in the
   [B, H, L, D] attention layout) can take twice its size unless the layout pass picks another
   order. None of this is modelled here.
-- XLA:CPU may compute bfloat16 elementwise work in float32 internally, and it never rematerialises
-  to fit a memory limit (the TPU compiler can, at some speed cost). Its figures for bfloat16 are
-  therefore not a lower bound.
+- bfloat16 is not native on XLA:CPU. In the scanned forward pass it widens the per-layer
+  stack of saved layer inputs to float32 (the optimized HLO converts the bfloat16 stack and runs
+  the loop's dynamic-update-slice in float32: `--dump_hlo DIR` writes it), so bfloat16 and
+  float32 activations show nearly the same memory here. On a TPU, where bfloat16 is native, the
+  stack should stay bfloat16: by the formula 24 layers x rows per device x (1024 + 256) x 4096
+  x 2 bytes x 2 sub-batches less, e.g. 3.75 GiB less at 8 rows per device (16 devices, model
+  axis 4). The bfloat16 figures here are float32-sized upper bounds for that stack.
+- XLA:CPU never rematerialises to fit a memory limit (the TPU compiler can, at some speed
+  cost), and, as above, honours remat only under scan.
+- XLA:CPU reports no generated code (0); a TPU program takes some MiB of HBM.
 - Nothing here counts the runtime's own reservations on a chip (program, infeed buffers, a few
   hundred MiB), or a second copy of the state while a checkpoint is written.
 - So: read a setting as safe when it fits with a clear margin (say below 80% of HBM), and as a
@@ -303,6 +333,7 @@ NOTES = """## What memory_analysis on the CPU backend tells about a TPU, and wha
 def write_report(record: dict, md_path: str) -> None:
   """The markdown summary: setting x slice table, smallest fitting slices, details, notes."""
   rows = record['rows']
+  ok = [r for r in rows if r['status'] == 'ok']
   grid = [r for r in rows if not r['setting']['layers']]
   settings = []
   for r in grid:
@@ -322,9 +353,12 @@ def write_report(record: dict, md_path: str) -> None:
       'temporaries + generated code, from `compiled.memory_analysis()`. HBM per chip: TPU v4 '
       '32 GiB, TPU v5e 16 GiB (one JAX device per chip; a v4 slice of N chips is called '
       'v4-(2N), a v5e slice of N chips v5litepod-N). The batch of 32 splits over at most 32 '
-      'data shards, so larger slices need a wider model axis (blank cells).', '',
+      'data shards, so larger slices need a wider model axis (blank cells). One compile took '
+      f"{min(r['compile_s'] for r in ok)} to {max(r['compile_s'] for r in ok)} s here "
+      f"(lowering {min(r['lower_s'] for r in ok)} to {max(r['lower_s'] for r in ok)} s).", '',
       'Columns: remat policy | activation dtype | optimizer | FSDP | model axis | scan_layers, '
-      'then GiB per device on each slice (in brackets: the chips it fits), then the smallest '
+      'then GiB per device on each slice (in brackets: the chips it fits; * above '
+      f'{TIGHT:.0%} of their HBM, tight), then the smallest '
       'slice that fits.', '',
       '| remat | activations | optimizer | FSDP | model | scan | ' + ' | '.join(
           f'{n} devices' for n in slices) + ' | ' + ' | '.join(
@@ -340,7 +374,8 @@ def write_report(record: dict, md_path: str) -> None:
       elif r['status'] != 'ok':
         cells.append(r['status'])
       else:
-        where = ', '.join(c.split()[-1] for c in fits(r['total'])) or '-'
+        where = ', '.join(c.split()[-1] + _mark(r['total'], CHIPS[c])
+                          for c in fits(r['total'])) or '-'
         cells.append(f"{_gib(r['total'])} ({where})")
     smallest = [_smallest(mine, CHIPS[c]) for c in chips]
     lines.append(f'| {_label(setting)} | ' + ' | '.join(cells + smallest) + ' |')
