@@ -1,6 +1,7 @@
 """Tests for dssb.model: cached decoding, sampling, scoring, padding and packing."""
 
 import dataclasses
+import functools
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -269,14 +270,20 @@ def _eqns(jaxpr):
           yield from _eqns(sub)
 
 
+@functools.lru_cache(maxsize=2)
+def _without_remat(scan):
+  """(config, params, loss/logits/grads) of CONFIG, scanned or not: the remat tests' reference."""
+  params = _params(CONFIG, seed=2)
+  config = CONFIG
+  if scan:
+    config, params = _scanned(CONFIG, params)
+  return config, params, _loss_and_grads(config, params)
+
+
 @pytest.mark.parametrize('policy,scan', [('full', False), ('full', True), ('minimal', True),
                                          ('dots_saveable', False)])
 def test_remat_gives_the_same_loss_and_gradients(policy, scan):
-  params = _params(CONFIG, seed=2)
-  config = _variant(CONFIG, scan_layers=scan)
-  if scan:
-    config, params = _scanned(CONFIG, params)
-  loss, _, grads = _loss_and_grads(config, params)
+  config, params, (loss, _, grads) = _without_remat(scan)
   remat = _variant(config, remat_policy=policy)
   loss_r, _, grads_r = _loss_and_grads(remat, params)
   np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
