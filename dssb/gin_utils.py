@@ -13,7 +13,8 @@ GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
   """Parses gin files (searched in ./ and the repo's gin/) and KEY=VALUE bindings."""
-  gin.add_config_file_search_path(GIN_DIR)  # for includes such as 'models/t5_1_1_base.gin'
+  if GIN_DIR not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+    gin.add_config_file_search_path(GIN_DIR)  # for includes such as 'models/t5_1_1_base.gin'
   gin_files = [os.path.abspath(f) if os.path.exists(f) else f for f in gin_files]
   logging.disable(logging.ERROR)  # gin logs each search path it tries and misses
   try:

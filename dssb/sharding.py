@@ -1,7 +1,9 @@
 """The device mesh and the logical-to-mesh axis rules: the one place that knows mesh axes.
 
 Model code names logical axes only (batch, length, embed, mlp, heads, kv, joined_kv, vocab,
-relpos_buckets). These rules map them to the mesh axes ('data', 'model'):
+relpos_buckets, and layers: the stacked axis of scanned layer params, always replicated so
+each device holds its share of every layer). These rules map them to the mesh axes
+('data', 'model'):
 - data parallel: batch -> data; everything else replicated when the model axis has size 1;
 - model parallel (Megatron-style): mlp, heads, joined_kv, vocab -> model;
 - FSDP: additionally embed -> data, so params and optimizer state are split over data too.
@@ -43,6 +45,7 @@ def logical_axis_rules(fsdp: bool = False, extra_rules: Sequence = ()):
       ('kv', None),
       ('length', None),
       ('relpos_buckets', None),
+      ('layers', None),
   ]
   rules += [('embed', 'data'), ('embed', None)] if fsdp else [('embed', None)]
   return tuple(tuple(r) for r in extra_rules) + tuple(rules)

@@ -3,6 +3,7 @@
 The numerical reference is transformers' PyTorch T5ForConditionalGeneration (float32, CPU).
 """
 
+import dataclasses
 import gzip
 import json
 import os
@@ -369,6 +370,50 @@ def test_t5x_config_override(tmp_path):
   wrong = T5Config(**{**config.__dict__, 'mlp_activations': ('relu',)})
   with pytest.raises(CheckpointError, match=r'does not match.*mlp_activations'):
     checkpoints.load(str(tmp_path), config=wrong)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scanned layers (T5Config.scan_layers): files stay per-layer, the tree is stacked
+
+
+@pytest.mark.parametrize('kind', ['v1_0', 'v1_1'])
+def test_scanned_model_loads_and_exports(kind, tmp_path):
+  """An HF folder and a T5X checkpoint load into the stacked tree of a scan_layers config with
+  the reference logits, and export from it back to per-layer files."""
+  model = _random_hf_model(kind, seed=3)
+  model.save_pretrained(tmp_path / 'hf')
+  config, per_layer = checkpoints.load(str(tmp_path / 'hf'))
+  scanned = dataclasses.replace(config, scan_layers=True)
+  loaded_config, stacked = checkpoints.load(str(tmp_path / 'hf'), config=scanned)
+  assert loaded_config == scanned
+  assert not any(k.startswith('layers_') for k in list(stacked['encoder']) + list(
+      stacked['decoder']))
+  jax.tree.map(lambda a, b: np.testing.assert_equal(np.shape(a), np.shape(b)), stacked,
+               init_params(scanned))
+  np.testing.assert_array_equal(stacked['decoder']['layers']['mlp']['wo']['kernel'][1],
+                                per_layer['decoder']['layers_1']['mlp']['wo']['kernel'])
+  enc, dec_in, target = _batch(config.vocab_size)
+  logits_hf = _hf_forward(model, enc, dec_in, target)
+  logits = _dssb_logits(scanned, stacked, enc, dec_in, target)
+  assert _max_diff(logits, logits_hf, target > 0) < ATOL
+
+  # T5X written from the stacked tree: upstream per-layer names, loads into both layouts.
+  checkpoints.save_t5x(scanned, stacked, str(tmp_path / 't5x'))
+  raw = _raw_msgpack(tmp_path / 't5x' / 'checkpoint_0' / 'checkpoint')
+  assert {f'layers_{i}' for i in range(config.num_decoder_layers)} <= set(
+      raw['optimizer']['target']['decoder'])
+  _, from_t5x = checkpoints.load(str(tmp_path / 't5x'), config=scanned)
+  jax.tree.map(np.testing.assert_array_equal, from_t5x, stacked)
+  unscanned_config, from_t5x = checkpoints.load(str(tmp_path / 't5x'))
+  assert not unscanned_config.scan_layers
+  jax.tree.map(np.testing.assert_array_equal, from_t5x, per_layer)
+
+  checkpoints.export_hf(scanned, stacked, str(tmp_path / 'out'))
+  exported = transformers.T5ForConditionalGeneration.from_pretrained(
+      str(tmp_path / 'out')).eval()
+  assert _max_diff(_hf_forward(exported, enc, dec_in, target), logits_hf, target > 0) < ATOL
+  with pytest.raises(CheckpointError, match='scan_layers=True.*encoder/layers'):
+    checkpoints.export_hf(scanned, per_layer, str(tmp_path / 'wrong'))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ PUBLISHED = {
 }
 
 
-def _config(name):
+def _config(name, bindings=()):
   gin.clear_config()
-  gin_utils.parse_gin([f'models/{name}.gin'], [])
+  gin_utils.parse_gin([f'models/{name}.gin'], list(bindings))
   config = gin.query_parameter('%MODEL_CONFIG').scoped_configurable_fn()
   gin.clear_config()
   return config
@@ -35,3 +35,14 @@ def test_size_file_has_the_published_parameter_count(name):
   assert config.tie_embeddings == name.startswith('t5_1_0')
   assert config.mlp_activations == (('relu',) if name.startswith('t5_1_0')
                                     else ('gelu', 'linear'))
+
+
+@pytest.mark.parametrize('name', ['t5_1_0_small', 't5_1_1_xxl'])
+def test_scale_settings_are_gin_macros(name):
+  """Every model family file exposes the large-model settings; defaults change nothing."""
+  default = _config(name)
+  assert (default.dtype, default.remat_policy, default.scan_layers) == ('float32', 'none', False)
+  config = _config(name, ["ACTIVATION_DTYPE = 'bfloat16'", "REMAT_POLICY = 'minimal'",
+                          'SCAN_LAYERS = True'])
+  assert (config.dtype, config.remat_policy, config.scan_layers) == ('bfloat16', 'minimal', True)
+  assert default.architecture_diff(config) == {'scan_layers': (False, True)}

@@ -1,5 +1,7 @@
 """Tests for dssb.model: cached decoding, sampling, scoring, padding and packing."""
 
+import dataclasses
+import functools
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -8,6 +10,8 @@ import jax
 import numpy as np
 import pytest
 
+from dssb import losses
+from dssb.checkpoints import base
 from dssb.model import EOS_ID, T5, T5Config, generate, init_params, score
 
 try:
@@ -196,3 +200,137 @@ def test_packed_batch_equals_separate_examples(model):
   np.testing.assert_allclose(encoded[0, 5:12],
                              t5.apply({'params': params}, inputs[1][None], method=T5.encode)[0],
                              **TOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings for large models: scan_layers, remat_policy, bfloat16 activations. None may change
+# what the model computes (beyond float rounding).
+
+
+def _variant(config, **changes):
+  return dataclasses.replace(config, **changes)
+
+
+def _loss_and_grads(config, params):
+  """Teacher-forced mean token cross-entropy and its gradients, dropout off."""
+  enc = _inputs()
+  target = np.random.RandomState(3).randint(2, 64, size=(4, 7))
+  target[2, 4:] = 0
+  dec_in = np.pad(target[:, :-1], ((0, 0), (1, 0)))
+
+  def loss_fn(p):
+    logits = T5(config).apply({'params': p}, enc, dec_in, target)
+    return losses.cross_entropy(logits, target, target > 0).loss, logits
+
+  (loss, logits), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+  return loss, logits, grads
+
+
+def _assert_grads_close(actual, expected):
+  """Per array: within 1e-5 of its largest entry (float32 sums in another order)."""
+  def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+  jax.tree.map(close, actual, expected)
+
+
+def _scanned(config, params):
+  scanned = _variant(config, scan_layers=True)
+  return scanned, base.stack_layers(scanned, params)
+
+
+def test_scanned_layers_give_the_same_logits_gradients_and_decodes(model):
+  config, params = model
+  loss, logits, grads = _loss_and_grads(config, params)
+  scanned, stacked = _scanned(config, params)
+  assert set(stacked['decoder']) >= {'layers', 'relpos_bias'}
+  loss_s, logits_s, grads_s = _loss_and_grads(scanned, stacked)
+  np.testing.assert_allclose(logits_s, logits, **TOL)
+  np.testing.assert_allclose(loss_s, loss, rtol=1e-6)
+  grads_s = base.unstack_layers(scanned, grads_s, '<grads>')
+  _assert_grads_close(grads_s, grads)
+
+  enc = _inputs()
+  tokens, logp = generate(config, params, enc, MAX_LENGTH, return_log_probs=True)
+  tokens_s, logp_s = generate(scanned, stacked, enc, MAX_LENGTH, return_log_probs=True)
+  np.testing.assert_array_equal(tokens_s, tokens)
+  np.testing.assert_allclose(logp_s, logp, **TOL)
+  np.testing.assert_array_equal(
+      generate(scanned, stacked, enc, MAX_LENGTH, method='sample', seed=5),
+      generate(config, params, enc, MAX_LENGTH, method='sample', seed=5))
+
+
+def _eqns(jaxpr):
+  """Every equation of a jaxpr, those inside scan / remat / custom_jvp / pjit bodies too."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        sub = getattr(sub, 'jaxpr', sub)
+        if hasattr(sub, 'eqns'):
+          yield from _eqns(sub)
+
+
+@functools.lru_cache(maxsize=2)
+def _without_remat(scan):
+  """(config, params, loss/logits/grads) of CONFIG, scanned or not: the remat tests' reference."""
+  params = _params(CONFIG, seed=2)
+  config = CONFIG
+  if scan:
+    config, params = _scanned(CONFIG, params)
+  return config, params, _loss_and_grads(config, params)
+
+
+@pytest.mark.parametrize('policy,scan', [('full', False), ('full', True), ('minimal', True),
+                                         ('dots_saveable', False)])
+def test_remat_gives_the_same_loss_and_gradients(policy, scan):
+  config, params, (loss, _, grads) = _without_remat(scan)
+  remat = _variant(config, remat_policy=policy)
+  loss_r, _, grads_r = _loss_and_grads(remat, params)
+  np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
+  _assert_grads_close(grads_r, grads)
+
+  # ... and remat is really there: one checkpoint per layer (one per stack under scan).
+  def count(cfg):
+    jaxpr = jax.make_jaxpr(lambda p: T5(cfg).apply({'params': p}, _inputs(), _inputs()))(params)
+    return sum(e.primitive.name in ('checkpoint', 'remat2') for e in _eqns(jaxpr.jaxpr))
+  layers = 2 if scan else CONFIG.num_encoder_layers + CONFIG.num_decoder_layers
+  assert count(config) == 0
+  assert count(remat) == layers
+
+
+def test_bfloat16_activations_with_float32_params_norms_and_losses():
+  params = _params(CONFIG, seed=2)
+  config = _variant(CONFIG, dtype='bfloat16')
+  loss32, logits32, _ = _loss_and_grads(CONFIG, params)
+  loss, logits, grads = _loss_and_grads(config, params)
+  assert logits.dtype == jax.numpy.bfloat16 and loss.dtype == np.float32
+  assert all(g.dtype == np.float32 for g in jax.tree.leaves(grads))
+  np.testing.assert_allclose(loss, loss32, rtol=2e-2)
+  assert float(np.abs(np.asarray(logits, np.float32) - logits32).max()) < 0.1 * float(
+      np.abs(logits32).max())
+
+  # Every matmul of the forward pass multiplies bfloat16; normalisers (rsqrt of the RMS norms),
+  # the softmax's and the loss's exponentials run in float32.
+  enc, target = _inputs(), _inputs()[:, :6]
+  jaxpr = jax.make_jaxpr(lambda p: losses.cross_entropy(
+      T5(config).apply({'params': p}, enc, target, target), target, target > 0).loss)(params)
+  eqns = list(_eqns(jaxpr.jaxpr))
+  dots = [e for e in eqns if e.primitive.name == 'dot_general']
+  assert len(dots) >= 9 * CONFIG.num_encoder_layers
+  assert all(v.aval.dtype == jax.numpy.bfloat16 for e in dots for v in e.invars)
+  for name in ('rsqrt', 'exp'):
+    found = [e for e in eqns if e.primitive.name == name]
+    assert found and all(e.invars[0].aval.dtype == np.float32 for e in found), name
+  tokens = generate(config, params, _inputs(), MAX_LENGTH)  # decoding runs in bfloat16 too
+  assert np.asarray(tokens).shape == (4, MAX_LENGTH)
+
+
+def test_run_time_settings_are_not_architecture():
+  """A checkpoint written with one dtype / remat policy loads with another; scan_layers changes
+  the params tree, so a trainer refuses to resume across it (RunCheckpoints.restore)."""
+  other = _variant(CONFIG, dtype='bfloat16', remat_policy='full', dropout_rate=0.0)
+  assert CONFIG.architecture_diff(other) == {}
+  assert CONFIG.architecture_diff(_variant(CONFIG, scan_layers=True)) == {
+      'scan_layers': (False, True)}
+  with pytest.raises(ValueError, match='remat_policy'):
+    _variant(CONFIG, remat_policy='everything')

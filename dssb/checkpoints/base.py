@@ -5,6 +5,7 @@ through `os` and never import TensorFlow; remote ones go through `tf.io.gfile`.
 """
 
 import collections.abc
+import dataclasses
 import functools
 import os
 from typing import Optional
@@ -138,13 +139,54 @@ def reconcile(inferred: T5Config, given: Optional[T5Config], path: str,
   """
   if given is None:
     return inferred
-  diff = (inferred.architecture_diff(given) if whole_architecture
+  diff = (inferred.architecture_diff(given, layout=False) if whole_architecture
           else inferred.param_shape_diff(given))
   if diff:
     raise CheckpointError(f'{path}: the given config does not match the checkpoint: ' + '; '.join(
         f'{field}: checkpoint {ours!r}, config {theirs!r}'
         for field, (ours, theirs) in diff.items()))
   return given
+
+
+def unscanned(config: T5Config) -> T5Config:
+  """The config with per-layer params (layers_0, layers_1, ...): the layout of the files."""
+  return dataclasses.replace(config, scan_layers=False)
+
+
+def _stacks(config: T5Config):
+  return (('encoder', config.num_encoder_layers), ('decoder', config.num_decoder_layers))
+
+
+def stack_layers(config: T5Config, params: dict) -> dict:
+  """Per-layer params (as files hold them) -> the params tree of `config`: under scan_layers,
+  each stack's layers_0 .. layers_{N-1} become one `layers` subtree of arrays stacked [N, ...]."""
+  if not config.scan_layers:
+    return params
+  params = dict(params)
+  for stack, num_layers in _stacks(config):
+    tree = dict(params[stack])
+    per_layer = [tree.pop(f'layers_{i}') for i in range(num_layers)]
+    tree['layers'] = jax.tree.map(lambda *xs: np.stack(xs), *per_layer)
+    params[stack] = tree
+  return params
+
+
+def unstack_layers(config: T5Config, params: dict, path: str) -> dict:
+  """The inverse of stack_layers: params of `config` -> per-layer numpy params."""
+  if not config.scan_layers:
+    return params
+  params = dict(params)
+  for stack, num_layers in _stacks(config):
+    tree = dict(params.get(stack, {}))
+    if 'layers' not in tree:
+      raise CheckpointError(f'{path}: the config has scan_layers=True but the params have no '
+                            f'{stack}/layers (found {listing(tree)}); pass the config the '
+                            'params were made with')
+    stacked = jax.tree.map(np.asarray, tree.pop('layers'))
+    for i in range(num_layers):
+      tree[f'layers_{i}'] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    params[stack] = tree
+  return params
 
 
 def as_float32(x) -> np.ndarray:

@@ -307,7 +307,7 @@ def load_hf(path: str, config: Optional[T5Config] = None):
   inferred = _t5config(cfg, tied, config_path)
   config = base.reconcile(inferred, config, where, whole_architecture=True)
   entries = name_map(config)
-  expected = base.expected_shapes(config)
+  expected = base.expected_shapes(base.unscanned(config))
   missing = [hf for hf, _, _ in entries if hf not in tensors]
   extra = set(tensors) - {hf for hf, _, _ in entries}
   problems = []
@@ -328,8 +328,8 @@ def load_hf(path: str, config: Optional[T5Config] = None):
   if problems:
     raise CheckpointError(f'{where}: does not match the T5 network of {CONFIG_FILE} ({config}): '
                           + ' | '.join(problems))
-  base.check_params(config, flat, where)
-  return config, base.unflatten(flat)
+  base.check_params(base.unscanned(config), flat, where)
+  return config, base.stack_layers(config, base.unflatten(flat))
 
 
 def export_hf(config: T5Config, params, out_dir: str) -> str:
@@ -347,8 +347,8 @@ def export_hf(config: T5Config, params, out_dir: str) -> str:
   Returns:
     out_dir.
   """
-  flat = base.flatten(params)
-  base.check_params(config, flat, str(out_dir))
+  flat = base.flatten(base.unstack_layers(config, params, str(out_dir)))
+  base.check_params(base.unscanned(config), flat, str(out_dir))
   hf_config = hf_config_dict(config, str(out_dir))
   tensors = {}
   for hf, t5x, transpose in name_map(config):

@@ -212,8 +212,8 @@ def load_t5x(path: str, config: Optional[T5Config] = None):
                           f'({type(e).__name__}: {e})') from e
   flat = _read_target(contents, file)
   config = base.reconcile(infer_config(flat, file), config, file)
-  base.check_params(config, flat, file)
-  return config, base.unflatten(flat)
+  base.check_params(base.unscanned(config), flat, file)
+  return config, base.stack_layers(config, base.unflatten(flat))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,8 +283,9 @@ def save_t5x(config: T5Config, params, directory: str, step: int = 0, param_stat
   Returns:
     The checkpoint folder.
   """
+  params = base.unstack_layers(config, params, str(directory))
   flat = {name: np.asarray(x) for name, x in base.flatten(params).items()}
-  base.check_params(config, flat, str(directory))
+  base.check_params(base.unscanned(config), flat, str(directory))
   final_dir = base.join(directory, f'checkpoint_{int(step)}')
   if base.exists(final_dir):
     raise CheckpointError(f'{final_dir}: already exists')
