@@ -97,6 +97,24 @@ def test_sampling_is_reproducible(model):
   np.testing.assert_array_equal(top1, greedy)
 
 
+def test_per_row_seeds_make_a_row_independent_of_its_batch(model):
+  """With one seed per row, a row samples the same tokens alone or batched with other rows
+  (what a server that batches unrelated requests needs for a request's `seed`)."""
+  config, params = model
+  enc = _inputs()
+  seeds = [11, 12, 13, 14]
+  batched = np.asarray(generate(config, params, enc, MAX_LENGTH, method='sample', seed=seeds))
+  for i in (0, 2):
+    alone = generate(config, params, enc[i:i + 1], MAX_LENGTH, method='sample', seed=[seeds[i]])
+    np.testing.assert_array_equal(np.asarray(alone)[0], batched[i])
+  same_seed = np.asarray(generate(config, params, enc[[0, 0]], MAX_LENGTH, method='sample',
+                                  seed=[5, 5]))
+  other_seed = np.asarray(generate(config, params, enc[[0, 0]], MAX_LENGTH, method='sample',
+                                   seed=[5, 6]))
+  np.testing.assert_array_equal(same_seed[0], same_seed[1])
+  assert not np.array_equal(other_seed[0], other_seed[1])
+
+
 def test_cached_greedy_equals_full_recompute(model):
   """Greedy decoding with the cache == argmax of T5.apply over the whole prefix each step."""
   config, params = model

@@ -40,7 +40,10 @@ def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temp
     if top_k is not None:
       kth_BxV = jax.lax.top_k(scaled, top_k)[0][:, -1:]
       scaled = jnp.where(scaled < kth_BxV, -jnp.inf, scaled)
-    return jax.random.categorical(jax.random.fold_in(rng, step), scaled, axis=-1)
+    if rng.ndim == 1:  # one key for the batch
+      return jax.random.categorical(jax.random.fold_in(rng, step), scaled, axis=-1)
+    keys = jax.vmap(jax.random.fold_in, (0, None))(rng, step)  # one key per row
+    return jax.vmap(jax.random.categorical)(keys, scaled)
 
   def cond(state):
     step, _, _, _, _, done_B = state
@@ -67,7 +70,7 @@ def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temp
 
 def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
              method: str = 'greedy', temperature: float = 1.0, top_k: Optional[int] = None,
-             seed: int = 0, return_log_probs: bool = False):
+             seed=0, return_log_probs: bool = False):
   """Decodes up to `max_length` tokens per input, stopping each row at EOS.
 
   Args:
@@ -78,7 +81,9 @@ def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
     method: 'greedy' or 'sample' (temperature, then top_k if given).
     temperature: softmax temperature for sampling.
     top_k: sample among the k most likely tokens only.
-    seed: sampling seed; the same seed gives the same samples.
+    seed: sampling seed; the same seed gives the same samples. An int seeds the batch; a
+      sequence of B ints seeds each row, so that a row's sample depends on its own seed only,
+      not on the rows it is batched with (a server batches unrelated requests).
     return_log_probs: also return the per-token log-probabilities.
 
   Returns:
@@ -90,9 +95,10 @@ def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
     raise ValueError(f"generate: method must be 'greedy' or 'sample', got {method!r}")
   if set(params) == {'params'}:
     params = params['params']
+  seeds = jnp.asarray(seed, jnp.uint32)
+  rng = jax.random.PRNGKey(seed) if seeds.ndim == 0 else jax.vmap(jax.random.PRNGKey)(seeds)
   tokens, log_probs = _generate(config, params, jnp.asarray(encoder_input_tokens, jnp.int32),
-                                max_length, method, jnp.float32(temperature), top_k,
-                                jax.random.PRNGKey(seed))
+                                max_length, method, jnp.float32(temperature), top_k, rng)
   return (tokens, log_probs) if return_log_probs else tokens
 
 
