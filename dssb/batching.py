@@ -1,0 +1,98 @@
+"""Server-side batching: concurrent requests become one decode.
+
+Coroutines submit lists of rows (dssb.inference.Request); one worker thread takes the first
+waiting submission, gathers more for up to `wait_s` or until `max_batch` rows, and decodes all
+rows that share its sampling group (temperature, top_k) in one Engine.run call. Submissions of
+another group wait for the next round. While a batch decodes (JAX releases the GIL), the event
+loop keeps accepting requests, which pile up for the next round: under load, batches fill
+without any waiting.
+"""
+
+import asyncio
+import collections
+import queue
+import threading
+import time
+from typing import Callable, Sequence
+
+
+class BatchQueue:
+  """submit(rows) -> completions, batched across concurrent callers in a worker thread."""
+
+  def __init__(self, run_fn: Callable[[Sequence], list], max_batch: int = 32,
+               wait_s: float = 0.005):
+    self._run_fn = run_fn
+    self._max_batch = max_batch
+    self._wait_s = wait_s
+    self._queue = queue.Queue()
+    self.batches = 0
+    self.rows = 0
+    self._thread = threading.Thread(target=self._loop, name='dssb-batcher', daemon=True)
+    self._thread.start()
+
+  async def submit(self, rows: Sequence) -> list:
+    """Completions of `rows` (one sampling group), in order; raises what the decode raised."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    self._queue.put((list(rows), loop, future))
+    return await future
+
+  def close(self):
+    self._queue.put(None)
+    self._thread.join(timeout=60)
+
+  def _gather(self, first, deferred):
+    """The first submission plus those of its group that arrive within the wait."""
+    group = first[0][0].group()
+    batch, rows = [first], len(first[0])
+    for item in list(deferred):  # earlier arrivals of this group go first
+      if rows >= self._max_batch:
+        break
+      if item[0][0].group() == group:
+        deferred.remove(item)
+        batch.append(item)
+        rows += len(item[0])
+    deadline = time.monotonic() + self._wait_s
+    while rows < self._max_batch:
+      try:
+        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+      except queue.Empty:
+        break
+      if item is None:
+        self._queue.put(None)
+        break
+      if item[0][0].group() == group:
+        batch.append(item)
+        rows += len(item[0])
+      else:
+        deferred.append(item)
+    return batch
+
+  def _loop(self):
+    deferred = collections.deque()
+    while True:
+      first = deferred.popleft() if deferred else self._queue.get()
+      if first is None:
+        return
+      batch = self._gather(first, deferred)
+      flat = [row for rows, _, _ in batch for row in rows]
+      try:
+        outputs, error = self._run_fn(flat), None
+      except Exception as e:  # pylint: disable=broad-except  (handed to every caller)
+        outputs, error = None, e
+      self.batches += 1
+      self.rows += len(flat)
+      start = 0
+      for rows, loop, future in batch:
+        result = None if error else outputs[start:start + len(rows)]
+        start += len(rows)
+        loop.call_soon_threadsafe(_resolve, future, result, error)
+
+
+def _resolve(future, result, error):
+  if future.done():  # the caller went away (client disconnected)
+    return
+  if error is not None:
+    future.set_exception(error)
+  else:
+    future.set_result(result)
