@@ -94,7 +94,14 @@ class Tokenizer:
     return self.sp.decode(self._known(list(ids)))
 
   def pieces(self, ids) -> list:
-    return [self.sp.id_to_piece(i).replace('\u2581', ' ') for i in self._known(list(ids))]
+    """Each token's share of the decoded text (the pieces join to decode(ids))."""
+    ids, out, previous = self._known(list(ids)), [], ''
+    for k in range(1, len(ids) + 1):
+      text = self.sp.decode(ids[:k])
+      out.append(text[len(previous):] if text.startswith(previous)
+                 else self.sp.id_to_piece(ids[k - 1]).replace('\u2581', ' '))
+      previous = text
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,8 +264,6 @@ class Engine:
     n = ids.index(EOS_ID) if ended else len(ids)
     text, stopped = _cut_at_stop(self.tokenizer.decode(ids[:n]), request.stop)
     pieces = self.tokenizer.pieces(ids[:n])
-    if pieces:  # the decoded text drops the first piece's word-start space
-      pieces[0] = pieces[0].lstrip(' ')
     if stopped:  # keep the tokens whose text lies before the stop sequence
       ends = np.cumsum([len(p) for p in pieces])
       n = int(np.searchsorted(ends, len(text), side='right'))

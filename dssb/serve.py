@@ -344,6 +344,7 @@ def main(argv=None):
   sock = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET)
   sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
   sock.bind((args.host, args.port))
+  sock.listen(2048)  # connections queue from now on, so the printed address is usable at once
   host, port = sock.getsockname()[:2]
   print(f'dssb.serve: {name} ({model.source}) on http://{host}:{port}/v1', flush=True)
   config = uvicorn.Config(app, log_level='warning', access_log=False, timeout_keep_alive=30)

@@ -50,7 +50,7 @@ RECIPES = preprocess.RECIPES
 RATIONALE_FEATURES = ('rationale_inputs', 'rationale_targets')
 _REGISTERED: dict[str, dict[str, Any]] = {}
 _TEACHER_RECIPES = ('distill', 'step_by_step', 'single_task_rationale_first',
-                    'single_task_label_first') + preprocess.SUB_RECIPES
+                    'single_task_label_first', 'cot_completion') + preprocess.SUB_RECIPES
 
 
 def metric_fns(dataset: str) -> list:
@@ -118,6 +118,9 @@ def _settings(dataset, recipe, fraction, seed, teacher, label_source,
     raise ValueError('parse_failures must be one of '
                      f'{teacher_outputs.PARSE_FAILURE_POLICIES}.')
   uses_teacher = recipe in _TEACHER_RECIPES
+  if recipe == 'cot_completion' and tfds_data_dir:
+    raise ValueError("recipe 'cot_completion' reads the JSON files (the TFDS records hold no "
+                     'raw completions); leave tfds_data_dir unset.')
   if uses_teacher:
     sources.check_teacher(teacher)
   return dict(
@@ -151,7 +154,7 @@ def _raw_json(s: Mapping[str, Any], split: str) -> tf.data.Dataset:
                            data_dir=s['data_dir'])
   cols = {k: [r.get(k, '') for r in rows]
           for k in ('id', 'input', 'label', 'teacher_rationale',
-                    'teacher_label', 'teacher_failure')}
+                    'teacher_label', 'teacher_failure', 'teacher_completion')}
   cols = {k: tf.constant(v, tf.string, shape=[len(rows)])
           for k, v in cols.items()}
   cols['row'] = tf.constant([r['row'] for r in rows], tf.int64,
@@ -215,7 +218,7 @@ def _register(s: dict[str, Any], name: str) -> str:
                                       s['recipe'] == 'step_by_step'),
       metric_fns=[] if rationale_task else metric_fns(s['dataset']),
       postprocess_fn=None if rationale_task else preprocess.postprocess_fn(
-          s['recipe'], vocabulary))
+          s['recipe'], vocabulary, s['dataset']))
   _REGISTERED[name] = s
   return name
 
