@@ -88,7 +88,7 @@ class TeacherConfig:
   seed: int = 0
 
   def __post_init__(self):
-    if self.stop is not None:
+    if isinstance(self.stop, list):  # gin gives lists; a bare string is refused by _check
       object.__setattr__(self, 'stop', tuple(self.stop))
 
   def sampling(self, stop: Sequence[str]) -> dict:
