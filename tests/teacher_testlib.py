@@ -4,7 +4,6 @@ HTTP proxy on 127.0.0.1, a small SVAMP data folder, the teacher CLI."""
 import asyncio
 import json
 import os
-import random
 import re
 import signal
 import subprocess
@@ -70,26 +69,26 @@ class Server:
 
 class FaultProxy:
   """An HTTP/1.1 proxy on 127.0.0.1 (its own thread) that forwards each request to the upstream
-  port, or, with the given probabilities, injects a fault:
+  port, or injects the fault the schedule (cycled over the requests it receives) names:
 
-    slow          waits `slow_s`, then forwards;
-    stall         waits `stall_s` (past the client's timeout), then forwards;
+    slow          forwards, then holds the answer `slow_s`;
+    stall         forwards, then holds the answer `stall_s` (past the client's timeout);
     drop_before   closes the connection without forwarding;
     drop_after    forwards (the server answers) but closes without relaying the answer;
     error500      answers 500 itself;
     garbage       forwards, then answers 200 with a broken body (bad JSON, HTML, wrong shape);
-    truncate      forwards, then relays half the answer and closes.
+    truncate      forwards, then relays half the answer and closes;
+    None          forwards.
   """
 
   KINDS = ('slow', 'stall', 'drop_before', 'drop_after', 'error500', 'garbage', 'truncate')
 
-  def __init__(self, upstream_port: int, faults: dict, seed: int = 0, slow_s: float = 0.3,
-               stall_s: float = 3.0):
-    unknown = set(faults) - set(self.KINDS)
+  def __init__(self, upstream_port: int, schedule, slow_s: float = 0.3, stall_s: float = 3.0):
+    unknown = set(schedule) - set(self.KINDS) - {None}
     assert not unknown, unknown
-    self.upstream_port, self.faults, self.slow_s, self.stall_s = (upstream_port, faults, slow_s,
-                                                                  stall_s)
-    self.rng = random.Random(seed)
+    self.upstream_port, self.schedule, self.slow_s, self.stall_s = (upstream_port, list(schedule),
+                                                                    slow_s, stall_s)
+    self.received = 0
     self.counts = {k: 0 for k in self.KINDS + ('forwarded',)}
     self._garbage = 0
     self._ready = threading.Event()
@@ -108,16 +107,20 @@ class FaultProxy:
     self._loop.run_forever()
 
   def stop(self):
+    async def shutdown():
+      self._server.close()
+      tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+      for t in tasks:
+        t.cancel()
+      await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
     self._loop.call_soon_threadsafe(self._loop.stop)
     self._thread.join(5)
 
   def _choose(self):
-    x = self.rng.random()
-    for kind, p in self.faults.items():
-      if x < p:
-        return kind
-      x -= p
-    return None
+    self.received += 1
+    return self.schedule[(self.received - 1) % len(self.schedule)]
 
   async def _forward(self, head: bytes, body: bytes) -> bytes:
     reader, writer = await asyncio.open_connection('127.0.0.1', self.upstream_port)
@@ -154,10 +157,10 @@ class FaultProxy:
                      b'content-length: %d\r\nconnection: close\r\n\r\n' % len(payload) + payload)
         await writer.drain()
         return
-      if fault in ('slow', 'stall'):
-        await asyncio.sleep(self.slow_s if fault == 'slow' else self.stall_s)
       response = await self._forward(head, body)
       self.counts['forwarded'] += 1
+      if fault in ('slow', 'stall'):
+        await asyncio.sleep(self.slow_s if fault == 'slow' else self.stall_s)
       if fault == 'drop_after':
         return
       if fault == 'truncate':
