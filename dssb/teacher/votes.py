@@ -16,7 +16,7 @@ def answer_key(dataset: str, label: str) -> Optional[str]:
   """What two labels must share to be the same answer (None: not an answer)."""
   if dataset == 'svamp':
     value = metrics.safe_eval(label)
-    return None if value is None else format(round(value, 6) + 0.0, '.6g')
+    return None if value is None else repr(round(value, 6) + 0.0)  # + 0.0: -0.0 is 0.0
   return label
 
 
