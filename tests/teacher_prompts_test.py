@@ -45,7 +45,7 @@ def test_prompt_format_is_that_of_the_palm_prompts(dss_data_dir, dataset):
   prompt = prompts.load('v1', dataset)
   stop = prompt.stop[0]
   ex = prompt.exemplars[0]
-  ours = _line_labels(prompts._joined(prompts._shown(prompt, ex['input']), ex['output']))  # pylint: disable=protected-access
+  ours = _line_labels(prompts.exemplar_text(prompt, ex))
   palm = sources.read_teacher_outputs(dataset, 'test', 'palm', dss_data_dir)[:1000]
   invented = [t.split(stop)[1] for t in palm if t.count(stop) >= 2]  # complete ones only
   assert len(invented) >= 4, dataset

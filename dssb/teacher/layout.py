@@ -82,14 +82,16 @@ def prepare(out_dir: str, dataset: str, split: str, teacher: str,
     raise ValueError(f'--out {out_dir} is the source data folder: --limit would overwrite '
                      f'{src / inputs}; write to another folder')
   if not same:
+    # The annotated split's inputs are ours: a link, or the first `limit` rows (replacing what an
+    # earlier run with another limit left, so inputs and outputs always align).
+    if (dst / inputs).exists() or (_is_local(dst) and os.path.islink(dst / inputs)):
+      (dst / inputs).unlink()
     for entry in sorted(p.name for p in src.iterdir()):
       if entry != own and not (limit is not None and entry == inputs):
         _link(src / entry, dst / entry)
     if limit is not None:
       lines = [line for line in (src / inputs).read_text().splitlines(keepends=True)
                if line.strip()][:limit]
-      if _is_local(dst) and os.path.islink(dst / inputs):
-        os.remove(dst / inputs)
       _write_atomic(dst / inputs, lambda f: f.writelines(lines))
   folder = dst / own
   if _is_local(folder) and os.path.islink(folder):
@@ -104,7 +106,8 @@ def write_outputs(folder: str, split: str, completions: list, records: list,
   folder = epath.Path(folder)
   for path in folder.iterdir():  # numbered files of an earlier layout would be concatenated
     name = path.name
-    if name.startswith(f'{split}_CoT_') and name.endswith('.json') and name != f'{split}_CoT_0.json':
+    numbered = name.startswith(f'{split}_CoT_') and name.endswith('.json')
+    if numbered and name != f'{split}_CoT_0.json':
       path.unlink()
   paths = {'completions': str(folder / f'{split}_CoT_0.json'),
            'annotations': str(folder / f'{split}_annotations.jsonl'),

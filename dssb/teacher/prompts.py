@@ -138,8 +138,9 @@ def _exemplar(ex: Any, i: int, dataset: str, stop: Sequence[str], path: str) -> 
     if row['label'] not in sources.NLI_LABELS:
       raise PromptError(f'{where}: label {row["label"]!r} is not one of {sources.NLI_LABELS}')
     row['label'] = sources.NLI_LABELS.index(row['label'])
+  reader = sources._READERS[dataset]  # pylint: disable=protected-access
   try:  # the same reader as the dataset's files: the exemplar renders like a real input
-    example = sources._READERS[dataset]({'id': f'exemplar {i}', **row, '_line': i}, path)  # pylint: disable=protected-access
+    example = reader({'id': f'exemplar {i}', **row, '_line': i}, path)
   except ValueError as e:
     raise PromptError(f'{where}: ' + str(e).split(': ', 1)[-1].replace(f'line {i}: ', '')) from e
   parsed = teacher_outputs.parse(dataset, ex['output'], example.get('choices'))
@@ -159,14 +160,16 @@ def _shown(prompt: Prompt, text: str) -> str:
   return prompt.input_template.format(**template_fields(prompt.dataset, text))
 
 
-def _joined(shown: str, output: str) -> str:
-  return shown + output if shown[-1:].isspace() else f'{shown} {output}'
+def exemplar_text(prompt: Prompt, exemplar: dict) -> str:
+  """One exemplar as the prompt shows it: its input in the template, then its output."""
+  shown = _shown(prompt, exemplar['input'])
+  return shown + exemplar['output'] if shown[-1:].isspace() else f'{shown} {exemplar["output"]}'
 
 
 def render(prompt: Prompt, text: str) -> str:
   """The completion prompt for one input: instruction, exemplars, then the input."""
   parts = [prompt.instruction] if prompt.instruction else []
-  parts += [_joined(_shown(prompt, ex['input']), ex['output']) for ex in prompt.exemplars]
+  parts += [exemplar_text(prompt, ex) for ex in prompt.exemplars]
   parts.append(_shown(prompt, text))
   return prompt.separator.join(parts)
 
