@@ -1,11 +1,13 @@
 """Server-side batching: concurrent requests become one decode.
 
 Coroutines submit lists of rows (dssb.inference.Request); one worker thread takes the first
-waiting submission, gathers more for up to `wait_s` or until `max_batch` rows, and decodes all
-rows that share its sampling group (temperature, top_k) in one Engine.run call. Submissions of
-another group wait for the next round. While a batch decodes (JAX releases the GIL), the event
-loop keeps accepting requests, which pile up for the next round: under load, batches fill
-without any waiting.
+waiting submission and gathers more while they keep coming: until no new one arrives for
+`wait_s` (a quiet gap), `max_wait_s` has passed since the first, or `max_batch` rows are in.
+It then decodes all rows that share the first one's sampling group (temperature, top_k) in one
+Engine.run call; submissions of another group wait for the next round. A lone request waits one
+gap (a few ms); a burst of concurrent requests, which a client sends over tens of milliseconds,
+lands in one batch. While a batch decodes (JAX releases the GIL), the event loop keeps
+accepting requests, which pile up for the next round.
 """
 
 import asyncio
@@ -20,10 +22,11 @@ class BatchQueue:
   """submit(rows) -> completions, batched across concurrent callers in a worker thread."""
 
   def __init__(self, run_fn: Callable[[Sequence], list], max_batch: int = 32,
-               wait_s: float = 0.005):
+               wait_s: float = 0.015, max_wait_s: float = 0.05):
     self._run_fn = run_fn
     self._max_batch = max_batch
     self._wait_s = wait_s
+    self._max_wait_s = max_wait_s
     self._queue = queue.Queue()
     self.batches = 0
     self.rows = 0
@@ -52,10 +55,11 @@ class BatchQueue:
         deferred.remove(item)
         batch.append(item)
         rows += len(item[0])
-    deadline = time.monotonic() + self._wait_s
+    deadline = time.monotonic() + self._max_wait_s
     while rows < self._max_batch:
+      timeout = min(self._wait_s, deadline - time.monotonic())
       try:
-        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
       except queue.Empty:
         break
       if item is None:

@@ -153,14 +153,15 @@ def body_sha256(data) -> str:
 
 
 def create_app(engine: inference.Engine, model_name: str, *, max_batch: int = 32,
-               batch_wait_s: float = 0.005, request_log: Optional[str] = None,
+               batch_wait_s: float = 0.015, batch_max_wait_s: float = 0.05,
+               request_log: Optional[str] = None,
                api_key: Optional[str] = None, max_request_bytes: int = 1 << 20):
   """The FastAPI app (decoding runs in one batching worker thread)."""
   import fastapi  # pylint: disable=g-import-not-at-top
   from fastapi import responses  # pylint: disable=g-import-not-at-top
 
   app = fastapi.FastAPI(title='dssb.serve', docs_url=None, redoc_url=None)
-  batcher = BatchQueue(engine.run, max_batch, batch_wait_s)
+  batcher = BatchQueue(engine.run, max_batch, batch_wait_s, batch_max_wait_s)
   log = _RequestLog(request_log)
   app.state.batcher = batcher
   created = int(time.time())
@@ -316,8 +317,10 @@ def main(argv=None):
   parser.add_argument('--host', default='127.0.0.1')
   parser.add_argument('--port', type=int, default=8000, help='0: any free port (printed)')
   parser.add_argument('--max_batch', type=int, default=32, help='rows per decode')
-  parser.add_argument('--batch_wait_ms', type=float, default=5.0,
-                      help='how long the first request of a batch waits for others')
+  parser.add_argument('--batch_wait_ms', type=float, default=15.0,
+                      help='a batch takes requests until none arrives for this long ...')
+  parser.add_argument('--batch_max_wait_ms', type=float, default=50.0,
+                      help='... or until its first request has waited this long')
   parser.add_argument('--max_input_tokens', type=int, default=2048)
   parser.add_argument('--max_tokens_limit', type=int, default=512,
                       help='largest max_tokens a request may ask for')
@@ -339,7 +342,8 @@ def main(argv=None):
   engine = inference.Engine(model, args.max_batch, args.max_input_tokens, args.max_tokens_limit)
   name = args.model_name or os.path.basename(os.path.normpath(args.checkpoint))
   app = create_app(engine, name, max_batch=args.max_batch,
-                   batch_wait_s=args.batch_wait_ms / 1000, request_log=args.request_log,
+                   batch_wait_s=args.batch_wait_ms / 1000,
+                   batch_max_wait_s=args.batch_max_wait_ms / 1000, request_log=args.request_log,
                    api_key=api_key, max_request_bytes=args.max_request_bytes)
   sock = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET)
   sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
