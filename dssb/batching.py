@@ -1,13 +1,17 @@
 """Server-side batching: concurrent requests become one decode.
 
 Coroutines submit lists of rows (dssb.inference.Request); one worker thread takes the first
-waiting submission and gathers more while they keep coming: until no new one arrives for
-`wait_s` (a quiet gap), `max_wait_s` has passed since the first, or `max_batch` rows are in.
-It then decodes all rows that share the first one's sampling group (temperature, top_k) in one
-Engine.run call; submissions of another group wait for the next round. A lone request waits one
-gap (a few ms); a burst of concurrent requests, which a client sends over tens of milliseconds,
-lands in one batch. While a batch decodes (JAX releases the GIL), the event loop keeps
-accepting requests, which pile up for the next round.
+waiting submission and gathers more while they keep coming: until `max_batch` rows are in, or
+`max_wait_s` has passed since the first, or (once the batch holds as many rows as the previous
+one) no new submission arrives for `wait_s`, a quiet gap. It then decodes all rows that share
+the first one's sampling group (temperature, top_k) in one Engine.run call; submissions of
+another group wait for the next round.
+
+A lone request waits one gap. A client that keeps k requests in flight gets batches of k: its
+answers go back one by one and its next requests trickle in over tens of milliseconds, more
+than a gap apart under load, so the batch waits (at most max_wait_s) for as many rows as the
+last one had. While a batch decodes (JAX releases the GIL), the event loop keeps accepting
+requests, which pile up for the next round.
 """
 
 import asyncio
@@ -22,12 +26,13 @@ class BatchQueue:
   """submit(rows) -> completions, batched across concurrent callers in a worker thread."""
 
   def __init__(self, run_fn: Callable[[Sequence], list], max_batch: int = 32,
-               wait_s: float = 0.015, max_wait_s: float = 0.05):
+               wait_s: float = 0.015, max_wait_s: float = 0.1):
     self._run_fn = run_fn
     self._max_batch = max_batch
     self._wait_s = wait_s
     self._max_wait_s = max_wait_s
     self._queue = queue.Queue()
+    self._expected = 1  # rows of the previous batch
     self.batches = 0
     self.rows = 0
     self._thread = threading.Thread(target=self._loop, name='dssb-batcher', daemon=True)
@@ -57,7 +62,8 @@ class BatchQueue:
         rows += len(item[0])
     deadline = time.monotonic() + self._max_wait_s
     while rows < self._max_batch:
-      timeout = min(self._wait_s, deadline - time.monotonic())
+      left = deadline - time.monotonic()
+      timeout = left if rows < self._expected else min(self._wait_s, left)
       try:
         item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
       except queue.Empty:
@@ -86,6 +92,7 @@ class BatchQueue:
         outputs, error = None, e
       self.batches += 1
       self.rows += len(flat)
+      self._expected = len(flat)
       start = 0
       for rows, loop, future in batch:
         result = None if error else outputs[start:start + len(rows)]

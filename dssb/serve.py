@@ -153,7 +153,7 @@ def body_sha256(data) -> str:
 
 
 def create_app(engine: inference.Engine, model_name: str, *, max_batch: int = 32,
-               batch_wait_s: float = 0.015, batch_max_wait_s: float = 0.05,
+               batch_wait_s: float = 0.015, batch_max_wait_s: float = 0.1,
                request_log: Optional[str] = None,
                api_key: Optional[str] = None, max_request_bytes: int = 1 << 20):
   """The FastAPI app (decoding runs in one batching worker thread)."""
@@ -319,8 +319,8 @@ def main(argv=None):
   parser.add_argument('--max_batch', type=int, default=32, help='rows per decode')
   parser.add_argument('--batch_wait_ms', type=float, default=15.0,
                       help='a batch takes requests until none arrives for this long ...')
-  parser.add_argument('--batch_max_wait_ms', type=float, default=50.0,
-                      help='... or until its first request has waited this long')
+  parser.add_argument('--batch_max_wait_ms', type=float, default=100.0,
+                      help='... or until its first request has waited this long (see batching)')
   parser.add_argument('--max_input_tokens', type=int, default=2048)
   parser.add_argument('--max_tokens_limit', type=int, default=512,
                       help='largest max_tokens a request may ask for')
