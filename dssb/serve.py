@@ -152,6 +152,57 @@ def body_sha256(data) -> str:
   return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _usage(completions) -> dict:
+  prompt = sum(c.prompt_tokens for c in completions)
+  completion = sum(len(c.tokens) for c in completions)
+  return {'prompt_tokens': prompt, 'completion_tokens': completion,
+          'total_tokens': prompt + completion}
+
+
+def completion_rows(req: CompletionRequest) -> list:
+  prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+  if not prompts:
+    raise RequestError(400, 'prompt: empty list', 'prompt')
+  return _rows(req, prompts, req.max_tokens or 16)
+
+
+def completion_body(req: CompletionRequest, completions, model_name: str) -> dict:
+  """The /v1/completions answer; logprobs as OpenAI's legacy format (chosen tokens only)."""
+  choices = []
+  for i, c in enumerate(completions):
+    logprobs = None
+    if req.logprobs is not None:
+      offsets = [sum(len(t) for t in c.tokens[:k]) for k in range(len(c.tokens))]
+      logprobs = {'tokens': list(c.tokens), 'token_logprobs': list(c.token_logprobs),
+                  'top_logprobs': None, 'text_offset': offsets}
+    choices.append({'index': i, 'text': c.text, 'finish_reason': c.finish_reason,
+                    'logprobs': logprobs})
+  return {'id': 'cmpl-' + secrets.token_hex(12), 'object': 'text_completion',
+          'created': int(time.time()), 'model': model_name, 'choices': choices,
+          'usage': _usage(completions)}
+
+
+def chat_rows(req: ChatRequest, max_tokens_limit: int) -> list:
+  """T5 has no chat template: the prompt is the messages' contents joined by blank lines."""
+  prompt = '\n\n'.join(m.content for m in req.messages)
+  return _rows(req, [prompt], req.max_completion_tokens or req.max_tokens or max_tokens_limit)
+
+
+def chat_body(req: ChatRequest, completions, model_name: str) -> dict:
+  choices = []
+  for i, c in enumerate(completions):
+    logprobs = None
+    if req.logprobs:
+      logprobs = {'content': [{'token': t, 'logprob': lp, 'bytes': list(t.encode()),
+                               'top_logprobs': []}
+                              for t, lp in zip(c.tokens, c.token_logprobs)]}
+    choices.append({'index': i, 'message': {'role': 'assistant', 'content': c.text},
+                    'finish_reason': c.finish_reason, 'logprobs': logprobs})
+  return {'id': 'chatcmpl-' + secrets.token_hex(12), 'object': 'chat.completion',
+          'created': int(time.time()), 'model': model_name, 'choices': choices,
+          'usage': _usage(completions)}
+
+
 def create_app(engine: inference.Engine, model_name: str, *, max_batch: int = 32,
                batch_wait_s: float = 0.015, batch_max_wait_s: float = 0.1,
                request_log: Optional[str] = None,
@@ -191,7 +242,7 @@ def create_app(engine: inference.Engine, model_name: str, *, max_batch: int = 32
       chunks.append(chunk)
     return b''.join(chunks)
 
-  async def handle(request, model_cls, build):
+  async def handle(request, model_cls, to_rows, to_body):
     received = time.time()
     record = {'received': received, 'path': request.url.path}
     try:
@@ -201,12 +252,11 @@ def create_app(engine: inference.Engine, model_name: str, *, max_batch: int = 32
         raise RequestError(404, f'model {req.model!r} is not served here; this server serves '
                            f'{model_name!r} (GET /v1/models)', 'model', 'not_found_error')
       _check_supported(req)
-      rows, finish = build(req)
+      rows = to_rows(req)
       for row in rows:
         engine.check(row)
         engine.encode(row.prompt)
-      completions = await batcher.submit(rows)
-      body = finish(req, completions)
+      body = to_body(req, await batcher.submit(rows), model_name)
       status = 200
     except RequestError as e:
       body, status = None, e.status
@@ -225,60 +275,14 @@ def create_app(engine: inference.Engine, model_name: str, *, max_batch: int = 32
     log.write(record)
     return response
 
-  def usage(completions):
-    prompt = sum(c.prompt_tokens for c in completions)
-    completion = sum(len(c.tokens) for c in completions)
-    return {'prompt_tokens': prompt, 'completion_tokens': completion,
-            'total_tokens': prompt + completion}
-
-  def build_completion(req):
-    prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-    if not prompts:
-      raise RequestError(400, 'prompt: empty list', 'prompt')
-
-    def finish(req, completions):
-      choices = []
-      for i, c in enumerate(completions):
-        logprobs = None
-        if req.logprobs is not None:
-          offsets = [sum(len(t) for t in c.tokens[:k]) for k in range(len(c.tokens))]
-          logprobs = {'tokens': list(c.tokens), 'token_logprobs': list(c.token_logprobs),
-                      'top_logprobs': None, 'text_offset': offsets}
-        choices.append({'index': i, 'text': c.text, 'finish_reason': c.finish_reason,
-                        'logprobs': logprobs})
-      return {'id': 'cmpl-' + secrets.token_hex(12), 'object': 'text_completion',
-              'created': int(time.time()), 'model': model_name, 'choices': choices,
-              'usage': usage(completions)}
-
-    return _rows(req, prompts, req.max_tokens or 16), finish
-
-  def build_chat(req):
-    prompt = '\n\n'.join(m.content for m in req.messages)
-    max_tokens = req.max_completion_tokens or req.max_tokens or engine.max_tokens_limit
-
-    def finish(req, completions):
-      choices = []
-      for i, c in enumerate(completions):
-        logprobs = None
-        if req.logprobs:
-          logprobs = {'content': [{'token': t, 'logprob': lp, 'bytes': list(t.encode()),
-                                   'top_logprobs': []}
-                                  for t, lp in zip(c.tokens, c.token_logprobs)]}
-        choices.append({'index': i, 'message': {'role': 'assistant', 'content': c.text},
-                        'finish_reason': c.finish_reason, 'logprobs': logprobs})
-      return {'id': 'chatcmpl-' + secrets.token_hex(12), 'object': 'chat.completion',
-              'created': int(time.time()), 'model': model_name, 'choices': choices,
-              'usage': usage(completions)}
-
-    return _rows(req, [prompt], max_tokens), finish
-
   @app.post('/v1/completions')
   async def completions(request: fastapi.Request):
-    return await handle(request, CompletionRequest, build_completion)
+    return await handle(request, CompletionRequest, completion_rows, completion_body)
 
   @app.post('/v1/chat/completions')
   async def chat_completions(request: fastapi.Request):
-    return await handle(request, ChatRequest, build_chat)
+    return await handle(request, ChatRequest,
+                        lambda req: chat_rows(req, engine.max_tokens_limit), chat_body)
 
   @app.get('/v1/models')
   async def models():
