@@ -8,12 +8,14 @@ held-out rows and on test; parse failures and vote agreement; the two students' 
 import argparse
 import json
 import os
+import shutil
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from dssb.data import splits  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dssb.teacher import votes  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TEACHER = 't5_teacher'
 
@@ -43,6 +45,11 @@ def main():
   official = splits.split_rows('svamp', {'train': len(records), 'test': 0}, 1.0, 0)
   seen = set(official['train'][1].tolist())
   held_out = set(official['validation'][1].tolist())
+  palm_rows = splits.source_rows('svamp', 'train')
+  palm_hits = {r['row']: not r['teacher_failure'] and votes.is_correct('svamp', r['teacher_label'],
+                                                                       r['label'])
+               for r in palm_rows}
+  palm_test = splits.source_rows('svamp', 'test')
   teacher_run = _json(os.path.join(args.work, 'teacher', 'results.json'))
   students = {t: _json(os.path.join(args.work, f'student_{t}', 'results.json'))
               for t in (TEACHER, 'palm')}
@@ -55,6 +62,11 @@ def main():
               'train_rows_held_out': _pct([r['correct'] for r in records
                                            if r['row'] in held_out]),
               'test': test['accuracy']['majority']},
+          'palm_accuracy_same_rows': {
+              'train_rows_trained_on': _pct([palm_hits[i] for i in sorted(seen)]),
+              'train_rows_held_out': _pct([palm_hits[i] for i in sorted(held_out)]),
+              'test': _pct([not r['teacher_failure'] and votes.is_correct(
+                  'svamp', r['teacher_label'], r['label']) for r in palm_test])},
           'per_sample_accuracy': {'train': train['accuracy']['per_sample'],
                                   'test': test['accuracy']['per_sample']},
           'parse': {'train': train['parse'], 'test': test['parse']},
@@ -70,6 +82,9 @@ def main():
                        'steps': s['last']['step']} for t, s in students.items()},
   }
   os.makedirs(args.out, exist_ok=True)
+  for split in ('train', 'test'):  # the annotation summaries as the annotator wrote them
+    shutil.copyfile(os.path.join(folder, f'{split}_summary.json'),
+                    os.path.join(args.out, f'annotation_{split}_summary.json'))
   with open(os.path.join(args.out, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
   t, st = summary['teacher'], summary['students']
@@ -80,7 +95,8 @@ def main():
       '',
       'Written by `experiments/open_teacher_report.py` from a run of '
       '`bash experiments/open_teacher_demo.sh` (the commands are in that script; every number '
-      'below is read from the run\'s files). One run, one seed: no standard errors.',
+      'below is read from the run\'s files, copied beside this file as `summary.json` and '
+      '`annotation_{train,test}_summary.json`). One run, one seed: no standard errors.',
       '',
       '## What ran',
       '',
@@ -100,12 +116,14 @@ def main():
       '',
       '## Teacher',
       '',
-      '| SVAMP rows | accuracy of the majority label vs gold (%) |',
-      '|---|---|',
-      f'| train rows the teacher was trained on (720) | {acc["train_rows_trained_on"]} |',
+      '| SVAMP rows | T5 teacher: majority label vs gold (%) | PaLM\'s released outputs, same rows '
+      '(%) |',
+      '|---|---|---|',
+      f'| train rows the teacher was trained on (720) | {acc["train_rows_trained_on"]} | '
+      f'{t["palm_accuracy_same_rows"]["train_rows_trained_on"]} |',
       f'| train rows held out from it (the 80-row validation carve-out) | '
-      f'{acc["train_rows_held_out"]} |',
-      f'| test (200) | {acc["test"]} |',
+      f'{acc["train_rows_held_out"]} | {t["palm_accuracy_same_rows"]["train_rows_held_out"]} |',
+      f'| test (200) | {acc["test"]} | {t["palm_accuracy_same_rows"]["test"]} |',
       '',
       f'Per sample: train {t["per_sample_accuracy"]["train"]}%, test '
       f'{t["per_sample_accuracy"]["test"]}%. The teacher\'s own greedy evaluation during '
@@ -144,9 +162,11 @@ def main():
       'checkpoint served through an OpenAI-compatible API, annotated with sampling and votes, '
       'parsed by the same parsers as the PaLM files, laid out so the unchanged trainer reads it '
       'with `--gin.TEACHER`.',
-      '- The teacher reproduces PaLM\'s answers on rows it memorised and does far worse on rows it'
-      ' never saw (held-out and test): a 2M-parameter T5 trained on 720 problems does not reason.'
-      ' Its accuracy on test measures this toy, not the method.',
+      f'- The teacher copies PaLM on rows it memorised ({acc["train_rows_trained_on"]}% against '
+      f'PaLM\'s {t["palm_accuracy_same_rows"]["train_rows_trained_on"]}% on the same rows) and '
+      f'fails on rows it never saw ({acc["train_rows_held_out"]}% held out, {acc["test"]}% test):'
+      ' a 2M-parameter T5 trained on 720 problems does not reason. Its test accuracy measures '
+      'this toy, not the method; its votes agree far less on unseen inputs, as they should.',
       '- Both students are tiny and trained for 200 steps from scratch; at this size the '
       'distilling step-by-step student scores near 0% whatever the teacher (see the quickstart),'
       ' so the student row checks the plumbing, not the quality of the teacher signal.',
