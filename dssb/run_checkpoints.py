@@ -61,6 +61,19 @@ class RunCheckpoints:
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored['state'], restored['meta']
 
+  def restore_params(self, abstract_params, which: str = 'latest'):
+    """(params, meta, step) of the latest (or best) step, reading only the params (serving and
+    annotation need no optimizer state); `abstract_params` gives shapes and shardings."""
+    manager = self.best if which == 'best' else self.latest
+    step = manager.latest_step()
+    item = {'params': abstract_params}
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True),
+        meta=ocp.args.JsonRestore()))
+    return restored['state']['params'], restored['meta'], step
+
   def wait(self):
     self.latest.wait_until_finished()
     self.best.wait_until_finished()

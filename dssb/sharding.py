@@ -117,6 +117,14 @@ def params_and_optimizer_shardings(config: T5Config, tx: optax.GradientTransform
   return (abstract_params, abstract_opt), (param_sharding, opt_sharding)
 
 
+def sharded_abstract_params(config: T5Config, mesh: Mesh, rules):
+  """ShapeDtypeStructs of the params, each with its NamedSharding (what a restore reads into)."""
+  (params, _), (param_sharding, _) = params_and_optimizer_shardings(
+      config, optax.identity(), mesh, rules)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      params, param_sharding)
+
+
 def host_to_global(tree, mesh: Mesh):
   """Each host's rows [b, ...] -> global jax.Arrays [b * process_count, ...] split over 'data'.
 

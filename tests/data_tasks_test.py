@@ -43,6 +43,11 @@ def test_recipes_train_features(svamp_vocab):
   assert rationale.startswith('The Ferris wheel has 18 seats.')
   assert _text(exs['single_task_rationale_first'], 'targets') == f'{rationale} [label] {gold}'
   assert _text(exs['single_task_label_first'], 'targets') == f'{gold} [rationale] {rationale}'
+  # cot_completion: the PaLM completion up to its answer sentence, read back by the parser.
+  completion = _text(exs['cot_completion'], 'targets')
+  assert completion == f'{rationale} The answer is ((18 - 10) * 15).'
+  assert _text(exs['cot_completion'], 'inputs') == x
+  assert preprocess.extract_label('cot_completion', completion, 'svamp') == '((18 - 10) * 15)'
   for ex in exs.values():
     for key in set(LENGTHS) & set(ex):
       assert ex[key].dtype == np.int32 and ex[key][-1] == 1  # eos appended.

@@ -101,6 +101,40 @@ def test_sampling_is_reproducible(model):
   np.testing.assert_array_equal(top1, greedy)
 
 
+def test_per_row_seeds_make_a_row_independent_of_its_batch(model):
+  """With one seed per row, a row samples the same tokens alone or batched with other rows
+  (what a server that batches unrelated requests needs for a request's `seed`)."""
+  config, params = model
+  enc = _inputs()
+  seeds = [11, 12, 13, 14]
+  batched = np.asarray(generate(config, params, enc, MAX_LENGTH, method='sample', seed=seeds))
+  for i in (0, 2):
+    alone = generate(config, params, enc[i:i + 1], MAX_LENGTH, method='sample', seed=[seeds[i]])
+    np.testing.assert_array_equal(np.asarray(alone)[0], batched[i])
+  same_seed = np.asarray(generate(config, params, enc[[0, 0]], MAX_LENGTH, method='sample',
+                                  seed=[5, 5]))
+  other_seed = np.asarray(generate(config, params, enc[[0, 0]], MAX_LENGTH, method='sample',
+                                   seed=[5, 6]))
+  np.testing.assert_array_equal(same_seed[0], same_seed[1])
+  assert not np.array_equal(other_seed[0], other_seed[1])
+
+
+def test_inverse_cdf_sampling_draws_from_the_softmax():
+  """The sampler (one uniform per row) draws tokens at their softmax probabilities and never a
+  token of probability 0 (masked by top_k), whatever the uniform number, 0 and ~1 included."""
+  from dssb.model.decoding import _sample_inverse_cdf  # pylint: disable=g-import-not-at-top
+  probs = np.array([0.0, 0.5, 0.0, 0.3, 0.2, 0.0], np.float32)
+  logits = np.log(np.maximum(probs, 1e-30)).astype(np.float32)
+  logits[probs == 0] = -np.inf
+  n = 40000
+  uniform = np.array(jax.random.uniform(jax.random.PRNGKey(0), (n,)))
+  uniform[:2] = [0.0, np.nextafter(np.float32(1), np.float32(0))]
+  tokens = np.asarray(_sample_inverse_cdf(np.tile(logits, (n, 1)), uniform))
+  freq = np.bincount(tokens, minlength=6) / n
+  np.testing.assert_allclose(freq, probs, atol=0.01)
+  assert tokens[0] == 1 and tokens[1] == 4 and set(tokens) == {1, 3, 4}
+
+
 def test_cached_greedy_equals_full_recompute(model):
   """Greedy decoding with the cache == argmax of T5.apply over the whole prefix each step."""
   config, params = model

@@ -8,7 +8,6 @@ count, two jax.distributed processes. All runs of a module share one baseline ru
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess

@@ -9,6 +9,9 @@ Recipes (the feature dict a train example gets):
                           rationale_targets = teacher rationale
   single_task_rationale_first   inputs = x, targets = "{r} [label] {y}"
   single_task_label_first       inputs = x, targets = "{y} [rationale] {r}"
+  cot_completion          inputs = x, targets = the teacher's completion in its own format, up to
+                          its answer sentence: trains a T5 to answer like the teacher (a
+                          dssb-made teacher, dssb.teacher)
 Eval splits always give inputs (label-prefixed for step_by_step) and the gold label as targets.
 Prefixes P: the official code's "predict: " / "explain: " (prefix_style 'code') or the paper's
 "[label] " / "[rationale] " ('paper').
@@ -27,12 +30,13 @@ tf = dssb.import_tensorflow_quietly()
 import seqio  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from dssb.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dssb.data import teacher_outputs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PREFIXES = {'code': ('predict: ', 'explain: '), 'paper': ('[label] ', '[rationale] ')}
 LABEL_MARKER = '[label]'  # Separates rationale and label in single-task targets.
 RATIONALE_MARKER = '[rationale]'
 RECIPES = ('standard', 'distill', 'step_by_step', 'single_task_rationale_first',
-           'single_task_label_first')
+           'single_task_label_first', 'cot_completion')
 # The two halves of step_by_step as separate tasks (for seqio Mixtures).
 SUB_RECIPES = ('step_by_step_label', 'step_by_step_rationale')
 LABEL_SOURCES = ('gold', 'teacher')
@@ -69,6 +73,8 @@ def train_features(recipe: str, prefix_style: str = 'code',
       return {'inputs': x, 'targets': _join(r, f' {LABEL_MARKER} ', y)}
     if recipe == 'single_task_label_first':
       return {'inputs': x, 'targets': _join(y, f' {RATIONALE_MARKER} ', r)}
+    if recipe == 'cot_completion':
+      return {'inputs': x, 'targets': ex['teacher_completion']}
     raise ValueError(f'Unknown recipe {recipe!r}.')
 
   return fn
@@ -112,8 +118,11 @@ def tokenize(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Featu
   return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def extract_label(recipe: str, text: str) -> str:
-  """The label part of a single-task output; other recipes: text unchanged."""
+def extract_label(recipe: str, text: str, dataset: str | None = None) -> str:
+  """The label part of a single-task output (cot_completion: as the teacher parsers read
+  it); other recipes: text unchanged."""
+  if recipe == 'cot_completion':
+    return teacher_outputs.parse(dataset, text).label.strip()
   if recipe == 'single_task_rationale_first':
     head, marker, tail = text.rpartition(LABEL_MARKER)
     return tail.strip() if marker else ''
@@ -123,7 +132,7 @@ def extract_label(recipe: str, text: str) -> str:
 
 
 def postprocess(output: str, example=None, is_target: bool = False, *, recipe: str,
-                vocabulary: seqio.Vocabulary | None = None) -> str:
+                vocabulary: seqio.Vocabulary | None = None, dataset: str | None = None) -> str:
   """seqio postprocess_fn of the eval splits.
 
   Predictions: the label part (single-task recipes). Targets (gold labels) go through the vocabulary
@@ -135,8 +144,10 @@ def postprocess(output: str, example=None, is_target: bool = False, *, recipe: s
     if vocabulary is None:
       return output
     return vocabulary.decode(vocabulary.encode(output))
-  return extract_label(recipe, output)
+  return extract_label(recipe, output, dataset)
 
 
-def postprocess_fn(recipe: str, vocabulary: seqio.Vocabulary | None = None):
-  return functools.partial(postprocess, recipe=recipe, vocabulary=vocabulary)
+def postprocess_fn(recipe: str, vocabulary: seqio.Vocabulary | None = None,
+                   dataset: str | None = None):
+  return functools.partial(postprocess, recipe=recipe, vocabulary=vocabulary,
+                           dataset=dataset)

@@ -84,7 +84,8 @@ def source_rows(dataset: str, source_split: str, teacher: str | None = 'palm',
   """All rows of a source file, with parsed teacher outputs if `teacher`.
 
   Teacher fields: teacher_rationale, teacher_label, teacher_failure ('' if the parse succeeded),
-  teacher_truncated, teacher_no_answer_marker.
+  teacher_truncated, teacher_no_answer_marker, teacher_completion (the completion without its
+  invented next example).
   """
   rows = sources.read_examples(dataset, source_split, data_dir)
   if teacher is None:
@@ -92,8 +93,9 @@ def source_rows(dataset: str, source_split: str, teacher: str | None = 'palm',
   texts = sources.read_teacher_outputs(dataset, source_split, teacher, data_dir, expected=len(rows))
   parsed = teacher_outputs.parse_all(dataset, texts, [r.get('choices') for r in rows])
   return [dict(r, teacher_rationale=p.rationale, teacher_label=p.label, teacher_failure=p.failure,
-               teacher_truncated=p.truncated, teacher_no_answer_marker=p.no_answer_marker)
-          for r, p in zip(rows, parsed)]
+               teacher_truncated=p.truncated, teacher_no_answer_marker=p.no_answer_marker,
+               teacher_completion=teacher_outputs.answer_part(dataset, t))
+          for r, p, t in zip(rows, parsed, texts)]
 
 
 def source_sizes(dataset: str, data_dir: str | None = None) -> dict[str, int]:

@@ -48,7 +48,7 @@ from dssb.data import vocab as vocab_lib
 RECIPES = preprocess.RECIPES
 RATIONALE_FEATURES = ('rationale_inputs', 'rationale_targets')
 _TEACHER_RECIPES = ('distill', 'step_by_step', 'single_task_rationale_first',
-                    'single_task_label_first') + preprocess.SUB_RECIPES
+                    'single_task_label_first', 'cot_completion') + preprocess.SUB_RECIPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +88,9 @@ class TaskSettings:
     if self.parse_failures not in teacher_outputs.PARSE_FAILURE_POLICIES:
       raise ValueError(f'parse_failures must be one of {teacher_outputs.PARSE_FAILURE_POLICIES}.')
     uses_teacher = self.recipe in _TEACHER_RECIPES
+    if self.recipe == 'cot_completion' and self.tfds_data_dir:
+      raise ValueError("recipe 'cot_completion' reads the JSON files (the TFDS records hold no "
+                       'raw completions); leave tfds_data_dir unset.')
     if uses_teacher:
       sources.check_teacher(self.teacher)
     normalised = dict(
@@ -145,7 +148,7 @@ def _raw_json(s: TaskSettings, split: str) -> tf.data.Dataset:
                            parse_failures=s.parse_failures, data_dir=s.data_dir)
   cols = {k: [r.get(k, '') for r in rows]
           for k in ('id', 'input', 'label', 'teacher_rationale', 'teacher_label',
-                    'teacher_failure')}
+                    'teacher_failure', 'teacher_completion')}
   cols = {k: tf.constant(v, tf.string, shape=[len(rows)]) for k, v in cols.items()}
   cols['row'] = tf.constant([r['row'] for r in rows], tf.int64, shape=[len(rows)])
   return tf.data.Dataset.from_tensor_slices(cols)
@@ -200,7 +203,8 @@ def _register(s: TaskSettings) -> str:
       preprocessors=[preprocess.tokenize, seqio.preprocessors.append_eos_after_trim],
       output_features=output_features(vocabulary, s.recipe == 'step_by_step'),
       metric_fns=[] if rationale_task else metric_fns(s.dataset),
-      postprocess_fn=None if rationale_task else preprocess.postprocess_fn(s.recipe, vocabulary))
+      postprocess_fn=None if rationale_task else preprocess.postprocess_fn(s.recipe, vocabulary,
+                                                                            s.dataset))
   _REGISTERED[name] = s
   return name
 

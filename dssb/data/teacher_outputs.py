@@ -88,6 +88,14 @@ def _anli(text: str) -> tuple[str, str, bool, bool]:
 
 
 _PARSERS = {'cqa': _cqa, 'svamp': _svamp, 'esnli': _esnli, 'anli1': _anli}
+# Where an invented next example starts (what the parsers cut at).
+RUN_ON_MARKERS = {'cqa': 'Q:', 'svamp': 'Q:', 'esnli': 'Premise', 'anli1': 'Premise:'}
+
+
+def answer_part(dataset: str, text: str) -> str:
+  """The completion up to its invented next example: rationale and answer sentence."""
+  sources.check_dataset(dataset)
+  return text.split(RUN_ON_MARKERS[dataset])[0].strip()
 
 
 def _in_label_set(dataset: str, label: str, choices: Sequence[str] | None) -> bool:

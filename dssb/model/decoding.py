@@ -24,6 +24,17 @@ def _argmax(x_BxV):
   return jnp.min(jnp.where(first, index_BxV, x_BxV.shape[-1]), axis=-1)
 
 
+def _sample_inverse_cdf(logits_BxV, uniform_B):
+  """A token per row drawn from softmax(logits) with one uniform number per row: the first
+  index whose cumulative probability exceeds it. jax.random.categorical (Gumbel-max) draws one
+  random number per vocabulary entry: 14 ms against 2.5 ms per decoding step for [16, 32128]
+  on CPU, which made sampling a quarter of a batched decoding step."""
+  cdf_BxV = jnp.cumsum(jax.nn.softmax(logits_BxV, axis=-1), axis=-1)
+  threshold_Bx1 = uniform_B[:, None] * cdf_BxV[:, -1:]
+  index_B = jnp.sum((cdf_BxV <= threshold_Bx1).astype(jnp.int32), axis=-1)
+  return jnp.minimum(index_B, logits_BxV.shape[-1] - 1)
+
+
 @functools.partial(jax.jit, static_argnames=('config', 'max_length', 'method', 'top_k'))
 def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temperature, top_k,
               rng):
@@ -40,7 +51,12 @@ def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temp
     if top_k is not None:
       kth_BxV = jax.lax.top_k(scaled, top_k)[0][:, -1:]
       scaled = jnp.where(scaled < kth_BxV, -jnp.inf, scaled)
-    return jax.random.categorical(jax.random.fold_in(rng, step), scaled, axis=-1)
+    if rng.ndim == 1:  # one key for the batch
+      uniform_B = jax.random.uniform(jax.random.fold_in(rng, step), (batch,))
+    else:  # one key per row
+      keys = jax.vmap(jax.random.fold_in, (0, None))(rng, step)
+      uniform_B = jax.vmap(lambda key: jax.random.uniform(key, ()))(keys)
+    return _sample_inverse_cdf(scaled, uniform_B)
 
   def cond(state):
     step, _, _, _, _, done_B = state
@@ -67,7 +83,7 @@ def _generate(config, params, encoder_input_tokens_BxL, max_length, method, temp
 
 def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
              method: str = 'greedy', temperature: float = 1.0, top_k: Optional[int] = None,
-             seed: int = 0, return_log_probs: bool = False):
+             seed=0, return_log_probs: bool = False):
   """Decodes up to `max_length` tokens per input, stopping each row at EOS.
 
   Args:
@@ -78,7 +94,9 @@ def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
     method: 'greedy' or 'sample' (temperature, then top_k if given).
     temperature: softmax temperature for sampling.
     top_k: sample among the k most likely tokens only.
-    seed: sampling seed; the same seed gives the same samples.
+    seed: sampling seed; the same seed gives the same samples. An int seeds the batch; a
+      sequence of B ints seeds each row, so that a row's sample depends on its own seed only,
+      not on the rows it is batched with (a server batches unrelated requests).
     return_log_probs: also return the per-token log-probabilities.
 
   Returns:
@@ -88,9 +106,10 @@ def generate(config: T5Config, params, encoder_input_tokens, max_length: int,
   """
   if method not in ('greedy', 'sample'):
     raise ValueError(f"generate: method must be 'greedy' or 'sample', got {method!r}")
+  seeds = jnp.asarray(seed, jnp.uint32)
+  rng = jax.random.PRNGKey(seed) if seeds.ndim == 0 else jax.vmap(jax.random.PRNGKey)(seeds)
   tokens, log_probs = _generate(config, params, jnp.asarray(encoder_input_tokens, jnp.int32),
-                                max_length, method, jnp.float32(temperature), top_k,
-                                jax.random.PRNGKey(seed))
+                                max_length, method, jnp.float32(temperature), top_k, rng)
   return (tokens, log_probs) if return_log_probs else tokens
 
 
