@@ -2,11 +2,13 @@
 
 Predictions are decoded text post-processed by the task (e.g. the label extracted from a
 rationale-then-label output); targets are the gold labels. Every host decodes its rows of each
-global batch; the tokens are gathered so every host computes the same metrics.
+global batch; the tokens are gathered so every host computes the same metrics. Examples are
+decoded longest input first in length-bucketed batches (few padded positions, few compiled
+shapes), and the metric sees them back in their order.
 """
 
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -15,9 +17,42 @@ from jax.experimental import multihost_utils
 from dssb import input_pipeline
 
 
+def predict(decode_fn: Callable, params, examples: input_pipeline.Examples, task,
+            feature_lengths, batch_size: int, make_global: Callable, limit=None,
+            length_buckets: Optional[Sequence[int]] = input_pipeline.DEFAULT_LENGTH_BUCKETS
+            ) -> Tuple[List[str], List[str]]:
+  """(predictions, targets) post-processed by the task, in the examples' order.
+
+  With length_buckets the examples are decoded longest input first, in batches padded to their
+  bucket (input_pipeline.eval_batches), and put back in order here; None decodes them in order,
+  padded to feature_lengths.
+  """
+  vocab = task.output_features['targets'].vocabulary
+  n = len(examples) if limit is None else min(limit, len(examples))
+  predictions: List[Optional[str]] = [None] * n
+  for idx, batch in input_pipeline.eval_batches(examples, feature_lengths, batch_size,
+                                                jax.process_index(), jax.process_count(), limit,
+                                                length_buckets):
+    tokens = decode_fn(params, make_global(batch['label']['encoder_input_tokens']))
+    tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
+    for row, i in enumerate(idx):
+      if i >= 0:
+        ids = tokens[row].tolist()
+        ids = ids[:ids.index(1)] if 1 in ids else ids
+        predictions[i] = task.postprocess_fn(vocab.decode(ids), example=None, is_target=False)
+  targets = []
+  for i in range(n):
+    gold = examples.texts['targets'][i]
+    if gold is None:
+      gold = vocab.decode([t for t in examples.tokens['targets'][i].tolist() if t > 1])
+    targets.append(task.postprocess_fn(gold, example=None, is_target=True))
+  return predictions, targets
+
+
 def evaluate(decode_fn: Callable, params, examples: input_pipeline.Examples, task,
-             feature_lengths, batch_size: int, make_global: Callable,
-             limit=None) -> Dict[str, float]:
+             feature_lengths, batch_size: int, make_global: Callable, limit=None,
+             length_buckets: Optional[Sequence[int]] = input_pipeline.DEFAULT_LENGTH_BUCKETS
+             ) -> Dict[str, float]:
   """Decodes every example of `examples` and returns the task's metrics (plus timing).
 
   Args:
@@ -29,28 +64,15 @@ def evaluate(decode_fn: Callable, params, examples: input_pipeline.Examples, tas
     batch_size: global eval batch size.
     make_global: host-local array -> global jax.Array sharded over 'data'.
     limit: evaluate only the first `limit` examples.
+    length_buckets: decode sorted by input length in bucketed batches (see `predict`); None:
+      in order, padded to feature_lengths.
 
   Returns:
     {metric name: value, 'num_examples': n, 'eval_seconds': t}.
   """
   start = time.time()
-  vocab = task.output_features['targets'].vocabulary
-  process_index, process_count = jax.process_index(), jax.process_count()
-  predictions, targets = [], []
-  for idx, batch in input_pipeline.eval_batches(examples, feature_lengths, batch_size,
-                                                process_index, process_count, limit):
-    tokens = decode_fn(params, make_global(batch['label']['encoder_input_tokens']))
-    tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
-    for row, i in enumerate(idx):
-      if i < 0:
-        continue
-      ids = tokens[row].tolist()
-      ids = ids[:ids.index(1)] if 1 in ids else ids
-      predictions.append(task.postprocess_fn(vocab.decode(ids), example=None, is_target=False))
-      gold = examples.texts['targets'][i]
-      if gold is None:
-        gold = vocab.decode([t for t in examples.tokens['targets'][i].tolist() if t > 1])
-      targets.append(task.postprocess_fn(gold, example=None, is_target=True))
+  predictions, targets = predict(decode_fn, params, examples, task, feature_lengths, batch_size,
+                                 make_global, limit, length_buckets)
   metrics = {}
   for metric_fn in task.predict_metric_fns:
     metrics.update({k: float(getattr(v, 'value', v)) for k, v in

@@ -10,16 +10,33 @@ Tokenisation, prefixes and EOS come from the seqio task; the feature conversion 
 unpacked EncDecFeatureConverter (decoder inputs = targets shifted right with 0). Distilling
 step-by-step examples carry two (inputs, targets) pairs, turned into two sub-batches of the same
 rows, 'label' and 'rationale', so both losses are computed on the same examples in one step.
+
+Length bucketing: a batch is padded, per sub-batch and per side, to the smallest of a few bucket
+lengths that holds its longest row, not to the feature length (the paper's 1024/256 tokens, which
+CQA's 50-token inputs fill to 5%). The rows and their tokens do not change, so neither does the
+loss; jit compiles one executable per bucket combination. Every host computes the buckets from
+the lengths of the GLOBAL batch's rows (its indices are a pure function of the step), so all
+hosts pad alike and then each builds only its own rows. Packing (several examples per row) is
+dssb/packing.py.
 """
 
 import dataclasses
-from typing import Dict, Iterator, Mapping, Optional, Tuple
+import functools
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 # (batch key, input feature, target feature)
 PAIRS = (('label', 'inputs', 'targets'),
          ('rationale', 'rationale_inputs', 'rationale_targets'))
+
+# Bucket lengths: multiples of 8 up to 48, then each power of two p and 1.25p, 1.5p. Past 48
+# tokens a batch then holds at most 1.33x the slots of padding to its own longest row. On CQA at
+# 1024/256 (batches of 64) this costs 1.12x the slots of per-batch padding and a 10,000-step run
+# compiles 16 shapes (results/perf/paper_settings.md); multiples of 64 would cost 2.0x (label
+# targets of 3 tokens padded to 64).
+DEFAULT_LENGTH_BUCKETS = (8, 16, 24, 32, 40, 48) + tuple(
+    int(p * f) for p in (2 ** i for i in range(6, 14)) for f in (1, 1.25, 1.5))
 
 
 @dataclasses.dataclass
@@ -36,6 +53,11 @@ class Examples:
 
   def __len__(self):
     return len(next(iter(self.tokens.values())))
+
+  @functools.cached_property
+  def lengths(self) -> Dict[str, np.ndarray]:
+    """Per feature, the token count of each example."""
+    return {k: np.array([len(t) for t in v], np.int64) for k, v in self.tokens.items()}
 
   @property
   def pairs(self):
@@ -91,6 +113,27 @@ def encdec_batch(examples: Examples, indices, feature_lengths) -> Dict[str, Dict
   return batch
 
 
+def bucket_length(length: int, feature_length: int, buckets: Optional[Sequence[int]]) -> int:
+  """The smallest bucket >= length below feature_length, else feature_length (buckets None:
+  fixed padding to feature_length)."""
+  if buckets is None:
+    return feature_length
+  return min([b for b in buckets if length <= b < feature_length] + [feature_length])
+
+
+def padded_lengths(examples: Examples, global_indices, feature_lengths,
+                   buckets: Optional[Sequence[int]]) -> Dict[str, int]:
+  """Per feature, the bucket of the longest row of the GLOBAL batch (-1: an empty row)."""
+  idx = np.asarray(global_indices)
+  idx = idx[idx >= 0]
+  out = {}
+  for _, inp, tgt in examples.pairs:
+    for key in (inp, tgt):
+      longest = int(examples.lengths[key][idx].max()) if idx.size else 0
+      out[key] = bucket_length(longest, feature_lengths[key], buckets)
+  return out
+
+
 def train_indices(num_examples: int, step: int, global_batch_size: int, seed: int,
                   process_index: int = 0, process_count: int = 1) -> np.ndarray:
   """This host's example indices for one global step (see the module docstring)."""
@@ -101,35 +144,65 @@ def train_indices(num_examples: int, step: int, global_batch_size: int, seed: in
   epochs, within = np.divmod(rows, num_examples)
   out = np.empty(per_host, np.int64)
   for epoch in np.unique(epochs):
-    perm = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
     sel = epochs == epoch
-    out[sel] = perm[within[sel]]
+    out[sel] = epoch_order(num_examples, seed, int(epoch))[within[sel]]
   return out
 
 
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  """The order in which epoch `epoch` visits the examples."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def host_rows(global_rows: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+  """Host i's rows [i*R/P, (i+1)*R/P) of a global batch of R rows."""
+  if len(global_rows) % process_count:
+    raise ValueError(f'a batch of {len(global_rows)} rows does not split over {process_count} '
+                     'hosts')
+  per_host = len(global_rows) // process_count
+  return global_rows[process_index * per_host:(process_index + 1) * per_host]
+
+
 def train_batches(examples: Examples, feature_lengths, global_batch_size: int, seed: int,
-                  start_step: int, process_index: int = 0,
-                  process_count: int = 1) -> Iterator[Tuple[int, dict]]:
-  """(step, host-local batch) from start_step on, forever."""
+                  start_step: int, process_index: int = 0, process_count: int = 1,
+                  length_buckets: Optional[Sequence[int]] = DEFAULT_LENGTH_BUCKETS
+                  ) -> Iterator[Tuple[int, dict]]:
+  """(step, host-local batch) from start_step on, forever; length_buckets None: fixed padding."""
   step = start_step
   while True:
-    idx = train_indices(len(examples), step, global_batch_size, seed, process_index,
-                        process_count)
-    yield step, encdec_batch(examples, idx, feature_lengths)
+    global_idx = train_indices(len(examples), step, global_batch_size, seed)
+    lengths = padded_lengths(examples, global_idx, feature_lengths, length_buckets)
+    yield step, encdec_batch(examples, host_rows(global_idx, process_index, process_count),
+                             lengths)
     step += 1
 
 
+def eval_order(examples: Examples, n: int, by_length: bool) -> np.ndarray:
+  """The first n examples, longest input first when by_length (then each batch holds inputs of
+  similar length and pads little); stable, so ties keep their order."""
+  if not by_length:
+    return np.arange(n)
+  return np.argsort(-examples.lengths['inputs'][:n], kind='stable')
+
+
 def eval_batches(examples: Examples, feature_lengths, global_batch_size: int,
-                 process_index: int = 0, process_count: int = 1,
-                 limit: Optional[int] = None) -> Iterator[Tuple[np.ndarray, dict]]:
-  """(global example indices, host-local batch) in order; the last batch is filled with -1 rows."""
+                 process_index: int = 0, process_count: int = 1, limit: Optional[int] = None,
+                 length_buckets: Optional[Sequence[int]] = DEFAULT_LENGTH_BUCKETS
+                 ) -> Iterator[Tuple[np.ndarray, dict]]:
+  """(global example indices, host-local batch); the last batch is filled with -1 rows.
+
+  With length_buckets, examples come sorted by input length (eval_order) and each batch is
+  padded to its bucket; without, in their order and padded to feature_lengths. The caller puts
+  the results back in order by the indices.
+  """
   n = len(examples) if limit is None else min(limit, len(examples))
-  per_host = global_batch_size // process_count
+  order = eval_order(examples, n, length_buckets is not None)
   for start in range(0, n, global_batch_size):
-    idx = np.arange(start, start + global_batch_size)
-    idx = np.where(idx < n, idx, -1)
-    local = idx[process_index * per_host:(process_index + 1) * per_host]
-    yield idx, encdec_batch(examples, local, feature_lengths)
+    idx = np.full(global_batch_size, -1, np.int64)
+    part = order[start:start + global_batch_size]
+    idx[:len(part)] = part
+    lengths = padded_lengths(examples, idx, feature_lengths, length_buckets)
+    yield idx, encdec_batch(examples, host_rows(idx, process_index, process_count), lengths)
 
 
 def padding_fraction(batch: Mapping[str, Mapping[str, np.ndarray]]) -> float:

@@ -63,3 +63,85 @@ def test_features_follow_encdec_conversion_and_pair_the_same_rows():
       batch['rationale']['encoder_input_tokens'][0, :len(ex.tokens['rationale_inputs'][3])],
       ex.tokens['rationale_inputs'][3])
   assert 0 < input_pipeline.padding_fraction(batch) < 1
+
+
+def test_bucket_length_is_the_smallest_bucket_that_holds_the_row():
+  buckets = (8, 16, 32)
+  assert input_pipeline.bucket_length(0, 100, buckets) == 8
+  assert input_pipeline.bucket_length(8, 100, buckets) == 8
+  assert input_pipeline.bucket_length(9, 100, buckets) == 16
+  assert input_pipeline.bucket_length(33, 100, buckets) == 100  # past the last: feature length
+  assert input_pipeline.bucket_length(9, 12, buckets) == 12  # never above the feature length
+  assert input_pipeline.bucket_length(3, 12, None) == 12  # None: fixed padding
+  default = input_pipeline.DEFAULT_LENGTH_BUCKETS
+  assert input_pipeline.bucket_length(1024, 1024, default) == 1024
+  assert input_pipeline.bucket_length(100, 1024, default) == 128
+
+
+def test_bucketed_batches_hold_the_fixed_batches_rows_cut_to_their_buckets():
+  ex = _examples(40)
+  buckets = (2, 4, 6)
+  fixed = input_pipeline.train_batches(ex, LENGTHS, 8, seed=1, start_step=0, length_buckets=None)
+  bucketed = input_pipeline.train_batches(ex, LENGTHS, 8, seed=1, start_step=0,
+                                          length_buckets=buckets)
+  seen = set()
+  for _ in range(5):
+    (step, want), (_, got) = next(fixed), next(bucketed)
+    idx = input_pipeline.train_indices(40, step, 8, seed=1)
+    for name, inp, tgt in ex.pairs:
+      for key, feature in (('encoder_input_tokens', inp), ('decoder_target_tokens', tgt)):
+        longest = max(len(ex.tokens[feature][i]) for i in idx)
+        length = got[name][key].shape[1]
+        assert length == min([b for b in buckets if b >= longest] + [LENGTHS[feature]])
+        seen.add(length)
+        np.testing.assert_array_equal(got[name][key], want[name][key][:, :length])
+        assert not want[name][key][:, length:].any()  # only padding was cut
+      t = got[name]['decoder_target_tokens'].shape[1]
+      np.testing.assert_array_equal(got[name]['decoder_input_tokens'],
+                                    want[name]['decoder_input_tokens'][:, :t])
+      np.testing.assert_array_equal(got[name]['decoder_loss_weights'],
+                                    want[name]['decoder_loss_weights'][:, :t])
+  assert len(seen) > 1  # the batches took more than one bucket
+
+
+def test_every_host_pads_to_the_bucket_of_the_global_batch():
+  """One long example lands on one host only; every host still pads to its bucket, and the
+  hosts' rows put together are the one-host batch."""
+  ex = _examples(24)
+  step, batch, hosts = 1, 8, 4
+  idx = input_pipeline.train_indices(24, step, batch, seed=0)
+  long_row = idx[1]  # host 0's second row
+  ex.tokens['rationale_inputs'][long_row] = np.arange(2, 12, dtype=np.int32)
+  ex.__dict__.pop('lengths', None)  # the lengths cache
+  buckets = (4, 8, 12)
+  whole = next(input_pipeline.train_batches(ex, LENGTHS, batch, 0, step, length_buckets=buckets))
+  parts = [next(input_pipeline.train_batches(ex, LENGTHS, batch, 0, step, i, hosts,
+                                             length_buckets=buckets))[1] for i in range(hosts)]
+  assert whole[1]['rationale']['encoder_input_tokens'].shape == (8, 10)  # the feature length
+  for name in ('label', 'rationale'):
+    for key in whole[1][name]:
+      shapes = {p[name][key].shape for p in parts}
+      assert shapes == {(batch // hosts, whole[1][name][key].shape[1])}, (name, key, shapes)
+      np.testing.assert_array_equal(np.concatenate([p[name][key] for p in parts]),
+                                    whole[1][name][key])
+
+
+def test_eval_batches_sorted_by_length_cover_every_example_once():
+  ex = _examples(23)
+  lengths = np.array([len(t) for t in ex.tokens['inputs']])
+  order, shapes = [], []
+  for idx, batch in input_pipeline.eval_batches(ex, LENGTHS, 4, length_buckets=(2, 4, 6, 8)):
+    rows = idx[idx >= 0]
+    order += rows.tolist()
+    shapes.append(batch['label']['encoder_input_tokens'].shape[1])
+    assert shapes[-1] == min(b for b in (2, 4, 6, 8, 10) if b >= lengths[rows].max())
+  assert sorted(order) == list(range(23))
+  assert list(lengths[order]) == sorted(lengths, reverse=True)
+  assert shapes == sorted(shapes, reverse=True) and len(set(shapes)) > 1
+  unsorted = [idx for idx, _ in input_pipeline.eval_batches(ex, LENGTHS, 4, limit=10,
+                                                            length_buckets=None)]
+  assert np.concatenate(unsorted).tolist() == list(range(10)) + [-1, -1]
+  halves = [list(input_pipeline.eval_batches(ex, LENGTHS, 4, i, 2)) for i in range(2)]
+  for (idx0, b0), (idx1, b1) in zip(*halves):
+    np.testing.assert_array_equal(idx0, idx1)  # both hosts walk the same global batches
+    assert b0['label']['encoder_input_tokens'].shape == b1['label']['encoder_input_tokens'].shape

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dssb import gin_utils, optimizers, sharding, train
+from dssb import gin_utils, input_pipeline, optimizers, sharding, train
 from dssb.model import T5, T5Config, init_params
 from dssb.run_checkpoints import RunCheckpoints
 from dssb.train import __main__ as cli
@@ -242,13 +243,15 @@ def _initial_state(model_dir, config, run_settings, init_checkpoint=None):
 def test_model_dir_of_another_model_or_data_order_is_refused(baseline):
   meta = RunCheckpoints(baseline, keep=3).meta('best')
   config = T5Config(**meta['model_config'])
-  settings = {'data_seed': 0, 'batch_size': 8}
+  settings = {'data_seed': 0, 'batch_size': 8, 'packing': 0}
   with pytest.raises(ValueError, match='different model config.*d_model'):
     _initial_state(baseline, T5Config(**dict(meta['model_config'], d_model=32)), settings)
   with pytest.raises(ValueError, match='data-order settings.*batch_size'):
     _initial_state(baseline, config, dict(settings, batch_size=4))
   with pytest.raises(ValueError, match='data-order settings.*data_seed'):
     _initial_state(baseline, config, dict(settings, data_seed=1))
+  with pytest.raises(ValueError, match='data-order settings.*packing'):
+    _initial_state(baseline, config, dict(settings, packing=4))
 
 
 def _batch(rng, b=3, l=7, t=5):
@@ -293,6 +296,54 @@ def test_step_by_step_loss_of_the_model_is_the_weighted_sum():
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   assert any(float(jnp.abs(a).max()) > 0 for a in jax.tree.leaves(g1))
+
+
+def test_bucketed_batches_give_the_fixed_padding_loss_and_gradients():
+  """The same rows padded to their buckets or to the feature lengths: the same step-by-step
+  loss (1e-5) and gradients."""
+  config = T5Config(vocab_size=50, d_model=16, num_heads=2, head_dim=8, d_ff=32,
+                    num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0)
+  params = init_params(config, jax.random.PRNGKey(1))
+  rng = np.random.default_rng(0)
+  toks = lambda hi: [np.append(rng.integers(2, 50, rng.integers(1, hi)), 1).astype(np.int32)
+                     for _ in range(20)]
+  examples = input_pipeline.Examples({'inputs': toks(20), 'targets': toks(4),
+                                      'rationale_inputs': toks(20),
+                                      'rationale_targets': toks(12)}, {}, {})
+  lengths = {'inputs': 64, 'targets': 32, 'rationale_inputs': 64, 'rationale_targets': 32}
+  batches = lambda buckets: input_pipeline.train_batches(examples, lengths, 6, 0, 2,
+                                                         length_buckets=buckets)
+  fixed, bucketed = next(batches(None))[1], next(batches((8, 16, 24)))[1]
+  assert bucketed['rationale']['encoder_input_tokens'].shape[1] <= 24
+  assert bucketed['label']['decoder_target_tokens'].shape[1] == 8
+  loss_fn = train.make_loss_fn(T5(config), alpha=0.4, label_smoothing=0.1, z_loss=1e-4)
+  grad_fn = jax.jit(jax.value_and_grad(
+      lambda p, b: loss_fn(p, b, jax.random.PRNGKey(0), enable_dropout=False), has_aux=True))
+  (loss_f, metrics_f), grads_f = grad_fn(params, fixed)
+  (loss_b, metrics_b), grads_b = grad_fn(params, bucketed)
+  np.testing.assert_allclose(loss_b, loss_f, rtol=1e-5)
+  for key in ('label_loss', 'rationale_loss', 'target_tokens'):
+    np.testing.assert_allclose(metrics_b[key], metrics_f[key], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads_b), jax.tree.leaves(grads_f)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_packed_run_resumes_with_the_same_losses(tmp_path, capfd):
+  """train(packing=3): a run resumed from its step-3 checkpoint logs steps 4-6 bitwise as the
+  uninterrupted run did."""
+  model_dir = str(tmp_path / 'packed')
+  settings = ('TRAIN_STEPS=6', 'EVAL_EVERY=6', 'train.checkpoint_every=3', 'train.packing=3')
+  _train(model_dir, *settings)
+  assert 'packing: ' in capfd.readouterr().err
+  first = _train_losses(model_dir)
+  shutil.rmtree(os.path.join(model_dir, 'checkpoints', '6'))
+  _train(model_dir, *settings)
+  assert 'resumed from' in capfd.readouterr().err
+  again = _train_losses(model_dir)
+  assert sorted(again) == list(range(1, 7))
+  for step in (4, 5, 6):
+    for key in ('loss', 'label_loss', 'rationale_loss', 'grad_norm'):
+      assert again[step][key] == first[step][key], (step, key)
 
 
 @pytest.mark.parametrize('recipe', ['standard', 'distill', 'single_task_rationale_first'])

@@ -26,8 +26,10 @@ class Evaluator:
                splits: Mapping[str, input_pipeline.Examples], feature_lengths,
                batch_size: int, max_decode_length: int, mesh,
                limit: Optional[int] = None, selection_metric: Optional[str] = None,
-               test_at_every_eval: bool = False, best: Optional[dict] = None):
+               test_at_every_eval: bool = False, best: Optional[dict] = None,
+               length_buckets=input_pipeline.DEFAULT_LENGTH_BUCKETS):
     self.model_config, self.task, self.splits = model_config, seqio_task, splits
+    self.length_buckets = length_buckets
     self.feature_lengths, self.batch_size, self.limit = feature_lengths, batch_size, limit
     self.max_decode_length, self.mesh = max_decode_length, mesh
     self.selection_metric, self.test_at_every_eval = selection_metric, test_at_every_eval
@@ -38,7 +40,8 @@ class Evaluator:
     decode = lambda p, enc: generate(self.model_config, p, enc, self.max_decode_length)
     return evaluate_lib.evaluate(decode, params, self.splits[split], self.task,
                                  self.feature_lengths, self.batch_size,
-                                 lambda x: sharding.host_to_global(x, self.mesh), self.limit)
+                                 lambda x: sharding.host_to_global(x, self.mesh), self.limit,
+                                 self.length_buckets)
 
   def validate(self, step: int, params, write: Callable[[dict], None]) -> bool:
     """Evaluates validation (and test, if asked) at `step`; True when it is the new best."""

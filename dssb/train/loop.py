@@ -7,13 +7,14 @@ The global batch size is a setting of the run, never of the device count.
 """
 
 import itertools
+import math
 import sys
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
 
-from dssb import input_pipeline, optimizers, paths, sharding
+from dssb import input_pipeline, optimizers, packing as packing_lib, paths, sharding
 from dssb.model import T5, T5Config
 from dssb.run_checkpoints import RunCheckpoints, meta_for
 from dssb.train import state as state_lib
@@ -31,7 +32,9 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           data_seed: int = 0, init_checkpoint: Optional[str] = None, log_every: int = 10,
           eval_every: int = 250, eval_batch_size: int = 64, max_decode_length: int = 64,
           eval_limit: Optional[int] = None, test_at_every_eval: bool = False,
-          selection_metric: Optional[str] = None, checkpoint_every: int = 250,
+          selection_metric: Optional[str] = None,
+          length_buckets: Optional[Sequence[int]] = input_pipeline.DEFAULT_LENGTH_BUCKETS,
+          packing: int = 0, checkpoint_every: int = 250,
           keep_checkpoints: int = 3, async_checkpoints: bool = True,
           mesh_fn: Callable = sharding.make_mesh,
           axis_rules_fn: Callable = sharding.logical_axis_rules) -> Dict[str, Any]:
@@ -64,6 +67,11 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     test_at_every_eval: also decode the test split at each eval (the official code's habit;
       reported as 'test_max_over_evals', for comparison only).
     selection_metric: validation metric for the best checkpoint (default: the first one).
+    length_buckets: pad each batch, per sub-batch and side, to the smallest of these lengths that
+      holds its longest row (feature_lengths caps them); evaluation decodes sorted by input
+      length. None: pad every batch to feature_lengths. The examples and the loss are the same.
+    packing: 0, one example per row; k >= 2, pack about k examples per row (dssb/packing.py):
+      each step then holds a varying number of examples, at least batch_size on average.
     checkpoint_every: save every this many steps (and at the end, and on SIGTERM).
     keep_checkpoints: how many recent checkpoints to keep (the best is kept besides).
     async_checkpoints: save in the background.
@@ -88,12 +96,14 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
   _check_vocab(seqio_task, model_config)
   mesh, rules = mesh_fn(), axis_rules_fn()
   _check_batch_sizes(mesh, batch_size, eval_batch_size)
+  if packing and packing < 2:
+    raise ValueError(f'packing={packing}: use 0 (off) or the examples per row to aim for (>= 2)')
   splits = {s: input_pipeline.load_examples(task, s, feature_lengths)
             for s in ('train', 'validation', 'test')}
   log(f'task {task}: ' + ', '.join(f'{k} {v.describe()}' for k, v in splits.items())
       + f'; global batch {batch_size} on mesh {dict(mesh.shape)}')
   vocabulary = seqio_task.output_features['targets'].vocabulary
-  run_settings = {'data_seed': data_seed, 'batch_size': batch_size,
+  run_settings = {'data_seed': data_seed, 'batch_size': batch_size, 'packing': packing,
                   'vocab_path': getattr(vocabulary, 'sentencepiece_model_file', None)}
 
   # Tracing happens inside these contexts, so activations get their logical constraints.
@@ -116,11 +126,11 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
         log(f'resumed from {model_dir} at step {start_step}')
       evaluator = Evaluator(model_config, seqio_task, splits, feature_lengths, eval_batch_size,
                             max_decode_length, mesh, eval_limit, selection_metric,
-                            test_at_every_eval, best=(ckpt.meta('best') or {}).get('best'))
+                            test_at_every_eval, best=(ckpt.meta('best') or {}).get('best'),
+                            length_buckets=length_buckets)
       metrics_log = MetricsLog(run_dir, start_step, log_every, num_steps)
-      batches = input_pipeline.train_batches(splits['train'], feature_lengths, batch_size,
-                                             data_seed, start_step, jax.process_index(),
-                                             jax.process_count())
+      batches = _train_batches(splits['train'], feature_lengths, batch_size, data_seed,
+                               start_step, length_buckets, packing, mesh)
       progress = _progress_bar(num_steps, start_step)
       for step, local_batch in itertools.islice(batches, max(0, num_steps - start_step)):
         state, metrics = train_step(state, sharding.host_to_global(local_batch, mesh), rng)
@@ -163,6 +173,19 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
       ckpt.close()
       if metrics_log is not None:
         metrics_log.close()
+
+
+def _train_batches(examples, feature_lengths, batch_size, data_seed, start_step,
+                   length_buckets, packing, mesh):
+  """(step, host-local batch) from start_step on: bucketed (or fixed) rows, or packed ones."""
+  hosts = (jax.process_index(), jax.process_count())
+  if not packing:
+    return input_pipeline.train_batches(examples, feature_lengths, batch_size, data_seed,
+                                        start_step, *hosts, length_buckets=length_buckets)
+  shape = packing_lib.packed_shape(examples, feature_lengths, batch_size, packing, data_seed,
+                                   math.lcm(mesh.shape['data'], hosts[1]), length_buckets)
+  log(f'packing: {shape.rows} rows per sub-batch, row lengths {dict(shape.lengths)}')
+  return packing_lib.packed_batches(examples, shape, data_seed, start_step, *hosts)
 
 
 def _progress_bar(num_steps: int, start_step: int):

@@ -2,7 +2,7 @@
 
 A resume must continue the run it belongs to. The step is also the position in the data (see
 input_pipeline), so a checkpoint is refused when the model config or the data-order settings
-(data_seed, batch_size) differ from the run's, with a message naming the fields.
+(data_seed, batch_size, packing) differ from the run's, with a message naming the fields.
 """
 
 from typing import Mapping, Optional, Tuple
@@ -15,7 +15,7 @@ from dssb.model import T5Config, init_params
 from dssb.run_checkpoints import RunCheckpoints
 from dssb.train.step import TrainState
 
-DATA_ORDER_KEYS = ('data_seed', 'batch_size')  # what maps a step to its examples
+DATA_ORDER_KEYS = ('data_seed', 'batch_size', 'packing')  # what maps a step to its examples
 
 
 def state_shardings(config: T5Config, tx, mesh, rules) -> Tuple[TrainState, TrainState]:

@@ -3,7 +3,8 @@
 Recipes differ only in the batch: a standard task gives a 'label' sub-batch; a distilling
 step-by-step task also gives a 'rationale' sub-batch of the same rows, and the step optimises
 alpha * L_label + (1 - alpha) * L_rationale (Hsieh et al. 2023, Sec. 3.2). Mode switches are Python
-constants closed over the step, never a second step.
+constants closed over the step, never a second step. Packed sub-batches (dssb/packing.py) carry
+segment ids, which keep attention within each example.
 """
 
 from typing import Any, Callable
@@ -31,6 +32,7 @@ def make_loss_fn(model: T5, alpha: float, label_smoothing: float, z_loss: float)
       b = batch[name]
       logits = model.apply({'params': params}, b['encoder_input_tokens'],
                            b['decoder_input_tokens'], b['decoder_target_tokens'],
+                           b.get('encoder_segment_ids'), b.get('decoder_segment_ids'),
                            enable_dropout=enable_dropout,
                            rngs={'dropout': jax.random.fold_in(rng, i)})
       parts[name] = losses.cross_entropy(logits, b['decoder_target_tokens'],
