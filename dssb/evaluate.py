@@ -31,12 +31,13 @@ def evaluate(decode_fn: Callable, params, examples: input_pipeline.Examples, tas
     limit: evaluate only the first `limit` examples.
 
   Returns:
-    {metric name: value, 'num_examples': n, 'eval_seconds': t}.
+    {metric name: value, 'num_examples': n, 'decoded_tokens': mean tokens decoded per example
+    (EOS included: the inference cost of an answer), 'eval_seconds': t}.
   """
   start = time.time()
   vocab = task.output_features['targets'].vocabulary
   process_index, process_count = jax.process_index(), jax.process_count()
-  predictions, targets = [], []
+  predictions, targets, decoded = [], [], []
   for idx, batch in input_pipeline.eval_batches(examples, feature_lengths, batch_size,
                                                 process_index, process_count, limit):
     tokens = decode_fn(params, make_global(batch['label']['encoder_input_tokens']))
@@ -46,6 +47,7 @@ def evaluate(decode_fn: Callable, params, examples: input_pipeline.Examples, tas
         continue
       ids = tokens[row].tolist()
       ids = ids[:ids.index(1)] if 1 in ids else ids
+      decoded.append(min(len(ids) + 1, tokens.shape[1]))
       predictions.append(task.postprocess_fn(vocab.decode(ids), example=None, is_target=False))
       gold = examples.texts['targets'][i]
       if gold is None:
@@ -56,5 +58,6 @@ def evaluate(decode_fn: Callable, params, examples: input_pipeline.Examples, tas
     metrics.update({k: float(getattr(v, 'value', v)) for k, v in
                     metric_fn(targets, predictions).items()})
   metrics['num_examples'] = len(predictions)
+  metrics['decoded_tokens'] = float(np.mean(decoded)) if decoded else float('nan')
   metrics['eval_seconds'] = time.time() - start
   return metrics
