@@ -134,7 +134,35 @@ def test_vocabulary_round_trips_and_keeps_digits_one_token():
 
 
 # ---------------------------------------------------------------------------------------------
-# Tasks
+# Gin files and tasks
+
+
+@gin.configurable('cd_test_probe')
+def _probe(lengths=None, steps=None, init=None):
+  return lengths, steps, init
+
+
+@pytest.mark.parametrize('role, length, steps, init', [
+    ('teacher', 52, 2000, None), ('student_before', 8, 0, 'T'),
+    ('context_distill_hard', 8, 1000, 'T'), ('context_distill_soft', 8, 1000, 'T'),
+    ('scratchpad_then_direct', 8, 1000, 'T'), ('oracle', 8, 1000, 'T'),
+    ('multitask', 8, 2000, None)])
+def test_role_files_resolve_their_lengths_steps_and_start(role, length, steps, init):
+  """Size files set STUDENT_* and TEACHER_* lengths; the teacher's role file trains on the
+  teacher's (a scratchpad cut to an answer's length would teach nothing); students start from
+  the teacher's weights, the teacher and the multi-task baseline from PRETRAINED."""
+  try:
+    gin.clear_config()
+    gin_utils.parse_gin([f'gin/paper/cd_table3_{role}.gin', MINI], [
+        "MODEL_DIR='x'", "TEACHER_DIR='T'", "DISTILL_FILE='d'",
+        'cd_test_probe.lengths=%TASK_FEATURE_LENGTHS', 'cd_test_probe.steps=%TRAIN_STEPS',
+        'cd_test_probe.init=%INIT_CHECKPOINT'])
+    gin_utils.check_required()
+    lengths, got_steps, got_init = _probe()
+  finally:
+    gin.clear_config()
+  assert lengths['targets'] == length and lengths['teacher_targets'] == 52
+  assert lengths['rationale_targets'] == 52 and got_steps == steps and got_init == init
 
 
 def _examples(recipe, split='train', **kwargs):

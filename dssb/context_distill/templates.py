@@ -24,7 +24,10 @@ class Context:
     student_prefix: text the student sees before the raw input (often empty).
     extract: completion -> the answer the student learns, or None when the completion has none
       (a malformed or truncated scratchpad); such samples are dropped and counted.
-    answer_key: how eval compares answers: completion -> comparable string.
+    teacher_answer_key: a completion under the teacher's template -> the string evaluation
+      compares (the scratchpad's answer digits).
+    student_answer_key: a completion under the student's template, or a gold answer -> the
+      same kind of string.
   """
   name: str
   teacher_prefix: str
