@@ -113,8 +113,14 @@ def addition_tables(runs: dict, paper: dict) -> dict:
   teacher_tokens = _cell(runs, 'teacher', 'decoded_tokens')['mean']
   student_tokens = _cell(runs, 'cd_hard', 'decoded_tokens')['mean']
   ratio = teacher_tokens / student_tokens if teacher_tokens and student_tokens else None
+  minutes = {}
+  for name, summaries in runs.items():
+    part = 'fractions' if name.endswith(('_f0.125', '_f0.25', '_f0.5')) else 'table3'
+    for s in summaries:
+      minutes[part] = minutes.get(part, 0.0) + s.get('seconds', 0.0) / 60
   return {'table3': table3, 'fractions': fractions, 'accuracy_by_digits': digits,
-          'distillation_set': sets, 'inference_token_ratio': ratio}
+          'distillation_set': sets, 'inference_token_ratio': ratio,
+          'wall_minutes': {k: round(v, 1) for k, v in sorted(minutes.items())}}
 
 
 def _plot_addition(tables: dict, path: str) -> None:
@@ -171,6 +177,9 @@ def _addition_readme(tables: dict, runs: dict) -> str:
       'effects compares, not the levels. Test accuracy (%) of the last checkpoint, exact match '
       'of the answer, mean ± standard error over seeds (n = seeds).',
       '',
+      'Wall time of the runs on this shared 2-core machine (other jobs ran beside them): '
+      + ', '.join(f'{k} {v:.0f} min' for k, v in tables['wall_minutes'].items()) + '.',
+      '',
       '## Table 3',
       '',
       '| cell | paper | ours | tokens per answer | agreement with teacher | gin file |',
@@ -190,7 +199,8 @@ def _addition_readme(tables: dict, runs: dict) -> str:
       + (f'**{ratio:.1f}x** fewer inference tokens' if ratio else 'not run')
       + ' (paper: 8.0x, with the T5 vocabulary and 1-8 digits). Agreement with teacher: % of '
       'test questions where the student (bare question) gives the answer the teacher gives '
-      'with its scratchpad.',
+      'with its scratchpad. The paper prints one "after" number (95); its text states the KL '
+      'objective and its public code trains hard targets, so both rows stand beside it.',
       '',
       'The distillation set (one teacher sample per unlabeled question, temperature 1, top-k '
       f'50): the teacher\'s sampled answers are right on {fmt(sets["teacher_accuracy_on_samples"])}'
