@@ -163,6 +163,33 @@ def _plot_addition(tables: dict, path: str) -> None:
   plt.close(fig)
 
 
+# The paper's comparisons (Table 3's text) and distilling step-by-step's one-eighth claim:
+# (first run, second run, what the paper found).
+DIRECTIONS = [
+    ('cd_hard', 'before', 'distillation moves the student off 0 (paper: 0 -> 95)'),
+    ('cd_hard', 'teacher', 'the student matches or beats its teacher (paper: 95 vs 93)'),
+    ('cd_soft_sampled', 'cd_hard', 'the paper\'s KL against the public code\'s hard targets'),
+    ('cd_hard', 'then_direct', 'distillation beats scratchpad-then-direct (paper: 95 vs 72)'),
+    ('cd_hard', 'multitask_f1.0', 'distillation beats multi-task (paper: 95 vs 61)'),
+    ('cd_hard', 'oracle', 'the teacher\'s answers against gold ones for the same inputs (no '
+     'paper number)'),
+    ('multitask_f0.125', 'label_only_f1.0', 'Hsieh et al.: 12.5% with rationales beats 100% '
+     'without'),
+]
+
+
+def _difference(runs: dict, first: str, second: str) -> str:
+  a, b = _cell(runs, first), _cell(runs, second)
+  if a['mean'] is None or b['mean'] is None:
+    return 'not run'
+  diff = a['mean'] - b['mean']
+  if a['se'] is None or b['se'] is None:
+    return f'{diff:+.1f} points (one seed: no standard error)'
+  se = math.sqrt(a['se'] ** 2 + b['se'] ** 2)
+  verdict = ('higher' if diff > 0 else 'lower') if abs(diff) > 2 * se else 'within 2 s.e.'
+  return f'{diff:+.1f} ± {se:.1f} points: {verdict}'
+
+
 def _addition_readme(tables: dict, runs: dict) -> str:
   lines = [
       '# Context distillation: Table 3 of Snell et al. 2022 on a CPU',
@@ -208,9 +235,12 @@ def _addition_readme(tables: dict, runs: dict) -> str:
       f'an answer; {fmt(sets["aligned_for_soft_targets"], 0)} align token by token for soft '
       'targets.',
       '',
-      '## Accuracy by operand digit count (test)',
-      '',
   ]
+  lines += ['## Directions: the paper\'s comparisons here', '',
+            '| comparison | ours (first - second, ± combined s.e.) | the claim |', '|---|---|---|']
+  for first, second, claim in DIRECTIONS:
+    lines.append(f'| `{first}` - `{second}` | {_difference(runs, first, second)} | {claim} |')
+  lines += ['', '## Accuracy by operand digit count (test)', '']
   digits = sorted({d for by in tables['accuracy_by_digits'].values() for d in by}, key=int)
   lines.append('| run | ' + ' | '.join(f'{d} digit(s)' for d in digits) + ' |')
   lines.append('|---|' + '---|' * len(digits))
