@@ -17,7 +17,8 @@ Modules (one concern each):
   __main__         CLI: describe, download, train_vocab, build_tfds
 
 The first four and addition are plain Python and import neither TensorFlow nor seqio, so
-metrics, splits and parsers cost nothing to import. TensorFlow is only an input pipeline here: the modules that need it
-(preprocess, vocab, tasks, tfds_builder) load it through `dssb.import_tensorflow_quietly()`, which
-silences its log noise and keeps it off GPUs/TPUs so that it never competes with JAX.
+metrics, splits and parsers cost nothing to import. TensorFlow is only an input pipeline here:
+the modules that need it (preprocess, vocab, tasks, tfds_builder) load it through
+`dssb.import_tensorflow_quietly()`, which silences its log noise and keeps it off GPUs/TPUs so
+that it never competes with JAX.
 """
