@@ -324,3 +324,13 @@ def test_context_distillation_end_to_end(teacher, distill_file, tmp_path):
     if name == 'soft':
       kls = [r['label_kl'] for r in records if 'label_kl' in r]
       assert kls and kls[-1] < kls[0]
+
+
+def test_accuracy_and_agreement_of_answers():
+  answer = lambda i, key, gold: evaluate.Answer(str(i), key, key, gold, 2, 5)
+  first = [answer(0, '12', '12'), answer(1, '7', '8'), answer(2, '', '9')]
+  second = [answer(0, '12', '12'), answer(1, '8', '8'), answer(2, '', '9')]
+  assert evaluate.accuracy(first) == pytest.approx(100 / 3)
+  assert evaluate.agreement(first, second) == pytest.approx(200 / 3)
+  with pytest.raises(ValueError, match='not for the same rows'):
+    evaluate.agreement(first, second[::-1])
