@@ -35,9 +35,10 @@ def _paper(name):
 
 def plan(work: str, seed: int, extra_gin: tuple, part: str) -> list:
   """(Run, template of its evaluation) in order. Part 'table3': the teacher, its distillation
-  set, the students and controls; part 'fractions': label-only and step-by-step at the
-  fractions below 100% (the 100% runs belong to Table 3). The template is 'teacher',
-  'student', or None for the sampling."""
+  set, the students and controls; 'fractions': label-only and step-by-step at the fractions
+  below 100% (the 100% runs belong to Table 3); 'teacher_500': a teacher on a quarter of the
+  labelled scratchpads (500, the paper's count). The template is 'teacher', 'student', or None
+  for the sampling."""
   runs_dir = os.path.join(work, f'seed{seed}')
   teacher_dir = os.path.join(runs_dir, 'teacher')
   distill_file = os.path.join(runs_dir, 'distill_set.jsonl')
@@ -54,6 +55,8 @@ def plan(work: str, seed: int, extra_gin: tuple, part: str) -> list:
             for fraction in sorted(FRACTIONS, reverse=True) if fraction < 1.0
             for name, gin_name in (('multitask', 'cd_table3_multitask'),
                                    ('label_only', 'cd_label_only'))]
+  if part == 'teacher_500':  # the paper's number of scratchpads, the same steps
+    return [(train('teacher_f0.25', 'cd_table3_teacher', *common, 'FRACTION=0.25'), 'teacher')]
   out = [(train('teacher', 'cd_table3_teacher', *common), 'teacher'),
          (train('before', 'cd_table3_student_before', *student), 'student'),
          (cd_runs.Run('distill_set', 'sample', files('cd_table3_distill_set'),
@@ -79,6 +82,8 @@ def main(argv=None):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--work_dir', required=True, help='run folders (checkpoints, sets)')
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+  parser.add_argument('--fraction_seeds', type=int, nargs='+', default=[0],
+                      help='seeds of the fractions part (each costs about four teachers)')
   parser.add_argument('--out', default=os.path.join(REPO, 'results', 'context_distillation'))
   parser.add_argument('--gin_file', action='append', default=[],
                       help='extra gin file(s) included last (e.g. gin/cpu/cd_addition_tiny.gin '
@@ -89,8 +94,10 @@ def main(argv=None):
   if not args.report_only:
     cd_runs.use_compilation_cache(os.path.join(args.work_dir, 'xla_cache'))
     extra_gin = tuple(args.gin_file)
-    for part in ('table3', 'fractions'):  # Table 3 over all seeds first
-      for seed in args.seeds:
+    parts = (('table3', args.seeds), ('teacher_500', args.seeds),
+             ('fractions', args.fraction_seeds))
+    for part, seeds in parts:  # Table 3 over all seeds first
+      for seed in seeds:
         data = cd_runs.data_settings((_paper('cd_table3_teacher'), MINI) + extra_gin,
                                      (f'SEED={seed}', "MODEL_DIR='x'"))
         extra = cd_runs.evaluation(data, os.path.join(args.work_dir, f'seed{seed}', 'teacher'),

@@ -17,6 +17,8 @@ PAPER = os.path.join(REPO, 'results', 'paper_numbers.json')
 # (run name, row label, paper key in Table 3, gin file)
 TABLE3 = [
     ('teacher', 'teacher (with scratchpad)', 'teacher_with_scratchpad', 'cd_table3_teacher'),
+    ('teacher_f0.25', '  teacher on 500 scratchpads, the paper\'s count (FRACTION=0.25)', None,
+     'cd_table3_teacher'),
     ('before', 'student before distillation', 'student_before', 'cd_table3_student_before'),
     ('cd_hard', 'student after context distillation: hard targets (public code)',
      'student_after', 'cd_table3_context_distill_hard'),
@@ -101,7 +103,8 @@ def addition_tables(runs: dict, paper: dict) -> dict:
     fractions.append({'fraction': f, 'label_only': _cell(runs, f'label_only_f{f}'),
                       'step_by_step': _cell(runs, f'multitask_f{f}')})
   digits = {}
-  for name in ('teacher', 'cd_hard', 'cd_soft_sampled', 'oracle', 'multitask_f1.0'):
+  for name in ('teacher', 'teacher_f0.25', 'cd_hard', 'cd_soft_sampled', 'oracle',
+               'multitask_f1.0'):
     by = {}
     for s in runs.get(name, []):
       for d, acc in s.get('extra', {}).get('test', {}).get('accuracy_by_digits', {}).items():
@@ -115,7 +118,8 @@ def addition_tables(runs: dict, paper: dict) -> dict:
   ratio = teacher_tokens / student_tokens if teacher_tokens and student_tokens else None
   minutes = {}
   for name, summaries in runs.items():
-    part = 'fractions' if name.endswith(('_f0.125', '_f0.25', '_f0.5')) else 'table3'
+    part = ('teacher on 500' if name == 'teacher_f0.25' else
+            'fractions' if name.endswith(('_f0.125', '_f0.25', '_f0.5')) else 'table3')
     for s in summaries:
       minutes[part] = minutes.get(part, 0.0) + s.get('seconds', 0.0) / 60
   return {'table3': table3, 'fractions': fractions, 'accuracy_by_digits': digits,

@@ -143,10 +143,10 @@ def _probe(lengths=None, steps=None, init=None):
 
 
 @pytest.mark.parametrize('role, length, steps, init', [
-    ('teacher', 52, 2000, None), ('student_before', 8, 0, 'T'),
+    ('teacher', 52, 4000, None), ('student_before', 8, 0, 'T'),
     ('context_distill_hard', 8, 1000, 'T'), ('context_distill_soft', 8, 1000, 'T'),
     ('scratchpad_then_direct', 8, 1000, 'T'), ('oracle', 8, 1000, 'T'),
-    ('multitask', 8, 2000, None)])
+    ('multitask', 8, 4000, None)])
 def test_role_files_resolve_their_lengths_steps_and_start(role, length, steps, init):
   """Size files set STUDENT_* and TEACHER_* lengths; the teacher's role file trains on the
   teacher's (a scratchpad cut to an answer's length would teach nothing); students start from

@@ -6,7 +6,8 @@ the teacher learns its context-conditioned behaviour from, e.g. 500 scratchpads)
 reporting the teacher's accuracy on them), 'validation' and 'test'.
 
 Recipes (train features; eval splits give the recipe's own input template and the gold answer):
-  teacher       T_teacher(x) -> teacher target (the scratchpad, or the answer for CQA)
+  teacher       T_teacher(x) -> teacher target (the scratchpad, or the answer for CQA), on
+                `fraction` of the labelled rows
   direct        T_student(x) -> answer, on `fraction` of the labelled rows (label-only; also
                 "scratchpad then direct" when started from the teacher's weights)
   step_by_step  label T_student(x) -> answer and rationale T_teacher(x) -> scratchpad on the
@@ -42,8 +43,8 @@ class CDSettings:
   Attributes:
     source: 'addition' or 'cqa'.
     recipe: one of RECIPES.
-    fraction: share of the labelled rows used by 'direct' and 'step_by_step' (nested subsets
-      across fractions for one seed, as distilling step-by-step's --subsample).
+    fraction: share of the labelled rows used by 'teacher', 'direct' and 'step_by_step' (nested
+      subsets across fractions for one seed, as distilling step-by-step's --subsample).
     seed: draws the addition problems / the CQA exemplars and row split, and the fraction subset.
     digits: operand digit counts (addition).
     num_labelled, num_validation, num_test, num_unlabeled: split sizes (CQA: at most these many
@@ -145,10 +146,10 @@ def train_examples(s: CDSettings, encode: Callable[[str], list]) -> list:
   if s.recipe == 'oracle':
     return [{'inputs': ctx.student_input(r['input']), 'targets': r['answer']}
             for r in s.rows('unlabeled')]
+  labelled = _subsample(s.rows('labelled'), s.fraction, s.seed)
   if s.recipe == 'teacher':
     return [{'inputs': ctx.teacher_input(r['input']), 'targets': r['teacher_target']}
-            for r in s.rows('labelled')]
-  labelled = _subsample(s.rows('labelled'), s.fraction, s.seed)
+            for r in labelled]
   if s.recipe == 'direct':
     return [{'inputs': ctx.student_input(r['input']), 'targets': r['answer']} for r in labelled]
   return [{'inputs': ctx.student_input(r['input']), 'targets': r['answer'],

@@ -307,8 +307,8 @@ def get_context_distill_task_name(source: str = 'addition', recipe: str = 'teach
     source: 'addition' (synthetic, scratchpad context) or 'cqa' (instructions + exemplars).
     recipe: 'teacher', 'direct', 'step_by_step', 'oracle' or 'distill' (see
       dssb.context_distill.sources).
-    fraction: share of the labelled rows for 'direct' and 'step_by_step' (nested across
-      fractions for one seed).
+    fraction: share of the labelled rows for 'teacher', 'direct' and 'step_by_step' (nested
+      across fractions for one seed).
     seed: draws the data (addition problems; CQA exemplars and row split) and the fraction.
     digits: operand digit counts (addition).
     num_labelled: labelled rows (the teacher's training set).
