@@ -327,8 +327,8 @@ def write_cqa(out: str) -> dict:
       'Written by `experiments/context_distill_report.py` from `runs/seed*/cqa_*.json` '
       '(run: `python experiments/context_distill_cqa.py --work_dir DIR`). The teacher\'s '
       'context is an instruction and 2 solved CQA questions; the student sees the bare '
-      'question. Small T5s trained **from scratch** on a CPU (`gin/cpu/cd_cqa_mini.gin`): 4000 '
-      'labelled questions for the teacher, 4000 unlabeled ones for distillation, the official '
+      'question. Small T5s trained **from scratch** on a CPU (`gin/cpu/cd_cqa_mini.gin`): 2000 '
+      'labelled questions for the teacher, 2000 unlabeled ones for distillation, the official '
       'CQA test split (1221). Chance is 20% (five choices). Test accuracy (%, exact match of the '
       'choice text), mean ± standard error over seeds.',
       '',
