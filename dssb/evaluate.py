@@ -20,8 +20,11 @@ from dssb import input_pipeline
 def predict(decode_fn: Callable, params, examples: input_pipeline.Examples, task,
             feature_lengths, batch_size: int, make_global: Callable, limit=None,
             length_buckets: Optional[Sequence[int]] = input_pipeline.DEFAULT_LENGTH_BUCKETS
-            ) -> Tuple[List[str], List[str]]:
-  """(predictions, targets) post-processed by the task, in the examples' order.
+            ) -> Tuple[List[str], List[str], List[int]]:
+  """(predictions, targets, decoded lengths), in the examples' order.
+
+  Predictions and targets are post-processed by the task; a decoded length counts the tokens
+  decoded up to and including EOS (an answer's inference cost).
 
   With length_buckets the examples are decoded longest input first, in batches padded to their
   bucket (input_pipeline.eval_batches), and put back in order here; None decodes them in order,
@@ -30,6 +33,7 @@ def predict(decode_fn: Callable, params, examples: input_pipeline.Examples, task
   vocab = task.output_features['targets'].vocabulary
   n = len(examples) if limit is None else min(limit, len(examples))
   predictions: List[Optional[str]] = [None] * n
+  decoded = [0] * n
   for idx, batch in input_pipeline.eval_batches(examples, feature_lengths, batch_size,
                                                 jax.process_index(), jax.process_count(), limit,
                                                 length_buckets):
@@ -39,6 +43,7 @@ def predict(decode_fn: Callable, params, examples: input_pipeline.Examples, task
       if i >= 0:
         ids = tokens[row].tolist()
         ids = ids[:ids.index(1)] if 1 in ids else ids
+        decoded[i] = min(len(ids) + 1, tokens.shape[1])
         predictions[i] = task.postprocess_fn(vocab.decode(ids), example=None, is_target=False)
   targets = []
   for i in range(n):
@@ -46,7 +51,7 @@ def predict(decode_fn: Callable, params, examples: input_pipeline.Examples, task
     if gold is None:
       gold = vocab.decode([t for t in examples.tokens['targets'][i].tolist() if t > 1])
     targets.append(task.postprocess_fn(gold, example=None, is_target=True))
-  return predictions, targets
+  return predictions, targets, decoded
 
 
 def evaluate(decode_fn: Callable, params, examples: input_pipeline.Examples, task,
@@ -68,15 +73,17 @@ def evaluate(decode_fn: Callable, params, examples: input_pipeline.Examples, tas
       in order, padded to feature_lengths.
 
   Returns:
-    {metric name: value, 'num_examples': n, 'eval_seconds': t}.
+    {metric name: value, 'num_examples': n, 'decoded_tokens': mean tokens decoded per example
+    (EOS included: the inference cost of an answer), 'eval_seconds': t}.
   """
   start = time.time()
-  predictions, targets = predict(decode_fn, params, examples, task, feature_lengths, batch_size,
-                                 make_global, limit, length_buckets)
+  predictions, targets, decoded = predict(decode_fn, params, examples, task, feature_lengths,
+                                          batch_size, make_global, limit, length_buckets)
   metrics = {}
   for metric_fn in task.predict_metric_fns:
     metrics.update({k: float(getattr(v, 'value', v)) for k, v in
                     metric_fn(targets, predictions).items()})
   metrics['num_examples'] = len(predictions)
+  metrics['decoded_tokens'] = float(np.mean(decoded)) if decoded else float('nan')
   metrics['eval_seconds'] = time.time() - start
   return metrics

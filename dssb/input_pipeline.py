@@ -18,6 +18,10 @@ loss; jit compiles one executable per bucket combination. Every host computes th
 the lengths of the GLOBAL batch's rows (its indices are a pure function of the step), so all
 hosts pad alike and then each builds only its own rows. Packing (several examples per row) is
 dssb/packing.py.
+
+Context distillation examples add a 'teacher' sub-batch (the teacher's template and its sampled
+output) and, in 'label', teacher_positions: per student target token, its 1-based position in
+the teacher's output (0: none), cut and padded like the targets.
 """
 
 import dataclasses
@@ -28,7 +32,12 @@ import numpy as np
 
 # (batch key, input feature, target feature)
 PAIRS = (('label', 'inputs', 'targets'),
-         ('rationale', 'rationale_inputs', 'rationale_targets'))
+         ('rationale', 'rationale_inputs', 'rationale_targets'),
+         ('teacher', 'teacher_inputs', 'teacher_targets'))
+# Per-token features that follow another feature's length: {feature: the feature it follows}.
+FOLLOWERS = {'teacher_positions': 'targets'}
+# Cut without moving the last token to the end: a teacher's sampled output has no EOS appended.
+PLAIN_CUT = ('teacher_targets',)
 
 # Bucket lengths: multiples of 8 up to 48, then each power of two p and 1.25p, 1.5p. Past 48
 # tokens a batch then holds at most 1.33x the slots of padding to its own longest row. On CQA at
@@ -70,17 +79,19 @@ def load_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]
   task = seqio.get_mixture_or_task(task_name)
   ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1,
                         use_cached=False, trim_output_features=False)
-  keys = [k for k in feature_lengths if k in ds.element_spec]  # eval splits: no rationales
+  lengths = dict(feature_lengths)
+  lengths.update({k: lengths[lead] for k, lead in FOLLOWERS.items() if lead in lengths})
+  keys = [k for k in lengths if k in ds.element_spec]  # eval splits: no rationales
   tokens = {k: [] for k in keys}
   texts = {k: [] for k in keys}
   truncated = {k: 0 for k in keys}
   for ex in ds.as_numpy_iterator():
     for k in keys:
       ids = np.asarray(ex[k], np.int32)
-      length = feature_lengths[k]
+      length = lengths[k]
       if len(ids) > length:  # keep EOS last, as seqio's append_eos_after_trim does
         truncated[k] += 1
-        ids = np.concatenate([ids[:length - 1], ids[-1:]])
+        ids = ids[:length] if k in PLAIN_CUT else np.concatenate([ids[:length - 1], ids[-1:]])
       tokens[k].append(ids)
       text = ex.get(f'{k}_pretokenized')
       texts[k].append(text.decode() if isinstance(text, bytes) else text)
@@ -110,6 +121,10 @@ def encdec_batch(examples: Examples, indices, feature_lengths) -> Dict[str, Dict
         'decoder_input_tokens': np.pad(targets[:, :-1], ((0, 0), (1, 0))),
         'decoder_loss_weights': (targets > 0).astype(np.float32),
     }
+  for key, lead in FOLLOWERS.items():
+    if key in examples.tokens:
+      rows = [examples.tokens[key][i] if i >= 0 else np.zeros(0, np.int32) for i in indices]
+      batch['label'][key] = _pad(rows, feature_lengths[lead])
   return batch
 
 

@@ -4,10 +4,13 @@ MODEL_DIR/checkpoints/<step>/ holds {'state': TrainState, 'meta': json}; MODEL_D
 holds the same for the step with the best validation score. 'meta' records the model config,
 the data seed and the validation score, so a resume can refuse a MODEL_DIR that belongs to a
 different model, and the pipeline position (the step) comes back with the weights.
+
+`load_params` reads only the params of a run's checkpoint (its optimizer state is left on disk):
+a run's weights start another run (init_checkpoint) or teach one (teacher_checkpoint).
 """
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -86,3 +89,41 @@ class RunCheckpoints:
 def meta_for(config, step: int, **extra) -> dict:
   return dict(model_config=dataclasses.asdict(config), step=int(step),
               jax_processes=jax.process_count(), **extra)
+
+
+def run_folder(path) -> Optional[object]:
+  """The orbax folder of a trainer checkpoint path, None if `path` is not one: MODEL_DIR (its
+  latest checkpoint), MODEL_DIR/checkpoints (the same) or MODEL_DIR/best (the best one)."""
+  folder = paths.absolute(path)
+  if (folder / 'checkpoints').is_dir():
+    return folder / 'checkpoints'
+  if folder.name in ('checkpoints', 'best') and folder.is_dir():
+    return folder
+  return None
+
+
+def load_params(path, target_fn: Callable):
+  """(T5Config, params, meta) of the latest step in a trainer checkpoint folder (see run_folder).
+
+  Args:
+    path: MODEL_DIR, MODEL_DIR/checkpoints or MODEL_DIR/best.
+    target_fn: T5Config -> the params' restore target (ShapeDtypeStructs with shardings).
+  """
+  from dssb.model import T5Config  # pylint: disable=g-import-not-at-top
+  folder = run_folder(path)
+  if folder is None:
+    raise ValueError(f'{path} is not a trainer checkpoint (no checkpoints/ folder in it)')
+  manager = ocp.CheckpointManager(folder)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise ValueError(f'{folder} holds no finished checkpoint')
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    config = T5Config(**meta['model_config'])
+    item = {'params': target_fn(config)}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))
+  finally:
+    manager.close()
+  return config, restored['state']['params'], meta

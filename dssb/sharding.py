@@ -94,6 +94,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def params_shardings(config: T5Config, mesh: Mesh, rules):
+  """(abstract params, their NamedShardings from the logical axis names); nothing allocated."""
+  boxed = jax.eval_shape(lambda: init_params(config, boxed=True))
+  param_sharding = logical_sharding(boxed, mesh, rules)
+  abstract_params = jax.tree.map(lambda b: b.unbox(apply_constraint=False), boxed,
+                                 is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+  return abstract_params, param_sharding
+
+
 def params_and_optimizer_shardings(config: T5Config, tx: optax.GradientTransformation,
                                    mesh: Mesh, rules):
   """Abstract params and optimizer state, and their NamedShardings, without allocating either.
@@ -105,10 +114,7 @@ def params_and_optimizer_shardings(config: T5Config, tx: optax.GradientTransform
   Returns:
     ((abstract_params, abstract_opt_state), (param_shardings, opt_state_shardings)).
   """
-  boxed = jax.eval_shape(lambda: init_params(config, boxed=True))
-  param_sharding = logical_sharding(boxed, mesh, rules)
-  abstract_params = jax.tree.map(lambda b: b.unbox(apply_constraint=False), boxed,
-                                 is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+  abstract_params, param_sharding = params_shardings(config, mesh, rules)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   rep = replicated(mesh)
   opt_sharding = optax.tree_map_params(

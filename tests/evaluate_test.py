@@ -29,9 +29,9 @@ def test_sorted_bucketed_decoding_gives_the_unsorted_predictions_in_order(svamp_
   decode = lambda p, enc: generate(config, p, enc, 6)
   run = lambda buckets: evaluate.predict(decode, params, examples, task, LENGTHS, 16,
                                          jnp.asarray, limit=48, length_buckets=buckets)
-  unsorted, targets = run(None)
-  ours, our_targets = run(input_pipeline.DEFAULT_LENGTH_BUCKETS)
-  assert our_targets == targets and len(ours) == 48
+  unsorted, targets, unsorted_lengths = run(None)
+  ours, our_targets, our_lengths = run(input_pipeline.DEFAULT_LENGTH_BUCKETS)
+  assert our_targets == targets and len(ours) == 48 and our_lengths == unsorted_lengths
   assert ours == unsorted
   assert len(set(unsorted)) > 3  # the random model's outputs tell the examples apart
   order = input_pipeline.eval_order(examples, 48, by_length=True)

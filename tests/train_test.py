@@ -375,3 +375,22 @@ def test_init_checkpoint_starts_from_its_weights(tmp_path):
   other = dataclasses.replace(config, d_ff=64)
   with pytest.raises(checkpoints.CheckpointError, match=f'{hf_dir}.*d_ff'):
     _initial_state(str(tmp_path / 'other'), other, {}, hf_dir)
+
+
+def test_soft_targets_from_a_dssb_teacher(baseline, tmp_path):
+  """Knowledge distillation for distilling step-by-step: a student started from the teacher's
+  run (init_checkpoint = its MODEL_DIR) learns the teacher's token distributions on both
+  sub-batches. At the first step teacher and student are the same function (no dropout in the
+  tiny runs), so the KL is 0; after one update it is not. A run dir of another model is refused."""
+  model_dir = str(tmp_path / 'kd')
+  _train(model_dir, 'TRAIN_STEPS=3', 'EVAL_EVERY=3', f"INIT_CHECKPOINT='{baseline}'",
+         'SOFT_TARGETS=@losses.SoftTargets()', f"TEACHER_CHECKPOINT='{baseline}'",
+         'losses.SoftTargets.form="top_k"')
+  records = _train_losses(model_dir)
+  assert abs(records[1]['label_kl']) < 1e-6 and abs(records[1]['rationale_kl']) < 1e-6
+  assert records[3]['label_kl'] > 1e-7 and records[3]['rationale_kl'] > 1e-7
+  with pytest.raises(ValueError, match='need a teacher'):
+    _train(str(tmp_path / 'no_teacher'), 'TRAIN_STEPS=1', 'SOFT_TARGETS=@losses.SoftTargets()')
+  with pytest.raises(ValueError, match=f'{baseline}.*another model config.*d_ff'):
+    _train(str(tmp_path / 'other'), 'TRAIN_STEPS=1', f"INIT_CHECKPOINT='{baseline}'",
+           'model.T5Config.d_ff=64')

@@ -13,10 +13,12 @@ Modules (one concern each):
   vocab            SentencePiece vocabulary (path or DSSB_VOCAB); train_vocab
   tasks            the only seqio registration site (get_task_name, ...)
   tfds_builder     TFDS builder `dss` that writes the rows as sharded records
+  addition         synthetic addition with a scratchpad (context distillation, Snell et al.)
   __main__         CLI: describe, download, train_vocab, build_tfds
 
-The first four are plain Python and import neither TensorFlow nor seqio, so metrics, splits and
-parsers cost nothing to import. TensorFlow is only an input pipeline here: the modules that need it
-(preprocess, vocab, tasks, tfds_builder) load it through `dssb.import_tensorflow_quietly()`, which
-silences its log noise and keeps it off GPUs/TPUs so that it never competes with JAX.
+The first four and addition are plain Python and import neither TensorFlow nor seqio, so
+metrics, splits and parsers cost nothing to import. TensorFlow is only an input pipeline here:
+the modules that need it (preprocess, vocab, tasks, tfds_builder) load it through
+`dssb.import_tensorflow_quietly()`, which silences its log noise and keeps it off GPUs/TPUs so
+that it never competes with JAX.
 """

@@ -21,9 +21,14 @@ Step-by-step in one train step (the official two-forward-pass loss): the trainer
 `encdec_batch` turns each example into a 'label' and a 'rationale' sub-batch of the same rows.
 `get_mixture_name` gives the alternative T5-style multi-task form: a Mixture of an unpaired label
 task and rationale task (rate 1:1).
+
+Context distillation (Snell et al. 2022): `get_context_distill_task_name(source, recipe, ...)`
+registers the tasks of dssb.context_distill.sources (synthetic addition with a scratchpad, and
+CQA with an instruction-and-exemplar context); their rows are built in plain Python there.
 """
 
 import dataclasses
+import functools
 import hashlib
 from typing import Sequence
 
@@ -263,4 +268,93 @@ def get_mixture_name(datasets: str | Sequence[str], recipe: str = 'step_by_step'
   name = 'mix_' + TaskSettings(datasets[0], recipe, **kwargs).name('_'.join(datasets))
   if name not in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.add(name, [(t, 1.0) for t in tasks])
+  return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Context distillation (dssb.context_distill.sources builds the rows; registered here)
+
+_CD_INT_FEATURES = ('teacher_targets', 'teacher_positions')  # token ids given, not text
+_CD_REGISTERED: dict[str, tuple] = {}
+
+
+def _cd_output_features(vocabulary: seqio.Vocabulary, recipe: str) -> dict:
+  feats = output_features(vocabulary, with_rationale=recipe == 'step_by_step')
+  if recipe == 'distill':
+    feats['teacher_inputs'] = seqio.Feature(vocabulary, add_eos=True, required=False)
+    for key in _CD_INT_FEATURES:
+      feats[key] = seqio.Feature(vocabulary, add_eos=False, required=False)
+  return feats
+
+
+def _cd_dataset(examples: list) -> tf.data.Dataset:
+  """tf.data of feature dicts: strings, or (distill) ragged int32 token lists."""
+  cols = {}
+  for key in examples[0]:
+    values = [e[key] for e in examples]
+    cols[key] = (tf.ragged.constant(values, tf.int32) if key in _CD_INT_FEATURES
+                 else tf.constant(values, tf.string))
+  return tf.data.Dataset.from_tensor_slices(cols)
+
+
+@gin.configurable
+def get_context_distill_task_name(source: str = 'addition', recipe: str = 'teacher', *,
+                                  fraction: float = 1.0, seed: int = 0,
+                                  digits: Sequence[int] = (1, 2, 3), num_labelled: int = 500,
+                                  num_validation: int = 200, num_test: int = 1000,
+                                  num_unlabeled: int = 10_000, num_exemplars: int = 4,
+                                  distill_file: str | None = None, vocab_path: str | None = None,
+                                  data_dir: str | None = None) -> str:
+  """Registers (once) a context-distillation task; returns its name.
+
+  Args:
+    source: 'addition' (synthetic, scratchpad context) or 'cqa' (instructions + exemplars).
+    recipe: 'teacher', 'direct', 'step_by_step', 'oracle' or 'distill' (see
+      dssb.context_distill.sources).
+    fraction: share of the labelled rows for 'teacher', 'direct' and 'step_by_step' (nested
+      across fractions for one seed).
+    seed: draws the data (addition problems; CQA exemplars and row split) and the fraction.
+    digits: operand digit counts (addition).
+    num_labelled: labelled rows (the teacher's training set).
+    num_validation: validation rows.
+    num_test: test rows.
+    num_unlabeled: unlabeled rows (the distillation inputs).
+    num_exemplars: solved exemplars in the CQA teacher's context.
+    distill_file: the distillation set written by `python -m dssb.context_distill` ('distill').
+    vocab_path: SentencePiece model; default $DSSB_VOCAB (addition: vocab.cached_addition_vocab).
+    data_dir: folder holding datasets/ (CQA); default $DSSB_DATA_DIR.
+
+  Returns:
+    The task name, derived from the settings (paths as a short hash).
+  """
+  from dssb.context_distill import sources as cd  # pylint: disable=g-import-not-at-top
+  s = cd.CDSettings(source, recipe, fraction=fraction, seed=seed, digits=tuple(digits),
+                    num_labelled=num_labelled, num_validation=num_validation, num_test=num_test,
+                    num_unlabeled=num_unlabeled, num_exemplars=num_exemplars,
+                    distill_file=distill_file, data_dir=data_dir)
+  vocab_path = vocab_lib.resolve_vocab_path(vocab_path)
+  digest = hashlib.sha1(repr((s.distill_file, vocab_path)).encode()).hexdigest()[:8]
+  fraction = format(s.fraction, '.10g')
+  name = f'dssb_cd_{s.data_name()}_{recipe}_f{fraction}_{digest}'.replace('.', '_')
+  if name in _CD_REGISTERED:
+    if _CD_REGISTERED[name] != (s, vocab_path):
+      raise ValueError(f'Task {name} is already registered with other settings '
+                       f'({_CD_REGISTERED[name]} vs {(s, vocab_path)}).')
+    return name
+  vocabulary = vocab_lib.get_vocabulary(vocab_path)
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
+    rows = (cd.train_examples(s, vocabulary.encode) if split == 'train'
+            else cd.eval_examples(s, split))
+    ds = _cd_dataset(rows)
+    return ds.shuffle(len(rows), seed=seed) if shuffle_files else ds
+
+  seqio.TaskRegistry.remove(name)
+  seqio.TaskRegistry.add(
+      name, source=seqio.FunctionDataSource(dataset_fn, splits=splits.SPLITS),
+      preprocessors=[preprocess.tokenize, seqio.preprocessors.append_eos_after_trim],
+      output_features=_cd_output_features(vocabulary, recipe),
+      metric_fns=[metrics.exact_match],
+      postprocess_fn=functools.partial(cd.postprocess, settings=s))
+  _CD_REGISTERED[name] = (s, vocab_path)
   return name

@@ -7,6 +7,11 @@ unk=2 and no bos:
 
     python -m dssb.data train_vocab --dataset svamp --vocab_size 1000 --out /tmp/svamp_1000.model
 
+The synthetic addition task (context distillation, dssb.data.addition) uses a vocabulary of fixed
+pieces built in code (`cached_addition_vocab`): characters, and digits and symbols with their
+leading space, so that text round-trips exactly, a digit is one token wherever it appears, and a
+scratchpad takes about as many tokens as with T5's vocabulary (one per space-separated item).
+
 Tasks take `vocab_path`, else $DSSB_VOCAB. Vocabulary files and their caches are read and written
 through `etils.epath` (dssb.paths), so every path may be a gs:// one; SentencePiece itself
 trains on local files, in a local temporary folder.
@@ -27,6 +32,7 @@ dssb.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import seqio
 
+from dssb.data import addition
 from dssb.data import preprocess
 from dssb import paths
 from dssb.data import sources
@@ -130,3 +136,41 @@ def cached_vocab(dataset: str, vocab_size: int = 1000, teacher: str | None = 'pa
   cache = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'dssb')
   out = paths.path(cache, 'vocab', f'{dataset}_{teacher}_{vocab_size}.model')
   return train_vocab(dataset, vocab_size, str(out), teacher=teacher)
+
+
+def train_piece_vocab(lines: list, symbols: tuple, out_path: str) -> str:
+  """A SentencePiece model (pad 0, eos 1, unk 2) of fixed pieces: each character of `lines` and
+  each of `symbols`, matched longest first; the text is kept as written (NFKC, the identity on
+  ASCII; no whitespace folding, no dummy prefix), so decode(encode(s)) == s. Cached by path and
+  content like train_vocab; returns out_path."""
+  characters = ''.join(sorted(set(''.join(lines))))
+  settings = {'kind': 'pieces', 'characters': characters, 'symbols': list(symbols)}
+  out, meta = paths.path(out_path), paths.path(out_path + '.json')
+  if out.exists() and meta.exists() and json.loads(meta.read_text()) == settings:
+    return out_path
+  out.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    text_path = os.path.join(tmp, 'text.txt')
+    with open(text_path, 'w', encoding='utf-8') as f:
+      f.write('\n'.join(lines) + '\n')
+    spm.SentencePieceTrainer.train(
+        input=text_path, model_prefix=os.path.join(tmp, 'spm'), model_type='char',
+        vocab_size=len(characters) + len(symbols) + 3, user_defined_symbols=list(symbols),
+        character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        normalization_rule_name='nfkc', remove_extra_whitespaces=False, add_dummy_prefix=False,
+        minloglevel=2)
+    with open(os.path.join(tmp, 'spm.model'), 'rb') as f:
+      out.write_bytes(f.read())
+  meta.write_text(json.dumps(settings), encoding='utf-8')
+  get_vocabulary.cache_clear()
+  return out_path
+
+
+@gin.configurable
+def cached_addition_vocab() -> str:
+  """Path of the addition task's vocabulary (66 pieces: characters, digits and symbols with
+  their leading space, template words), built on first use under $DSSB_CACHE_DIR (default
+  ~/.cache/dssb)/vocab/ (gin: VOCAB_PATH)."""
+  cache = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'dssb')
+  out = paths.path(cache, 'vocab', 'addition_pieces.model')
+  return train_piece_vocab(addition.vocabulary_text(), addition.VOCAB_SYMBOLS, str(out))

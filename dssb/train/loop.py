@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import flax.linen as nn
 import jax
 
-from dssb import input_pipeline, optimizers, packing as packing_lib, paths, sharding
+from dssb import input_pipeline, losses, optimizers, packing as packing_lib, paths, sharding
 from dssb.model import T5, T5Config
 from dssb.run_checkpoints import RunCheckpoints, meta_for
 from dssb.train import state as state_lib
@@ -36,6 +36,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           length_buckets: Optional[Sequence[int]] = input_pipeline.DEFAULT_LENGTH_BUCKETS,
           packing: int = 0, checkpoint_every: int = 250,
           keep_checkpoints: int = 3, async_checkpoints: bool = True,
+          soft_targets: Optional[losses.SoftTargets] = None,
+          teacher_checkpoint: Optional[str] = None,
           mesh_fn: Callable = sharding.make_mesh,
           axis_rules_fn: Callable = sharding.logical_axis_rules) -> Dict[str, Any]:
   """Trains a T5 student on a seqio task, evaluating and checkpointing along the way.
@@ -75,6 +77,11 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     checkpoint_every: save every this many steps (and at the end, and on SIGTERM).
     keep_checkpoints: how many recent checkpoints to keep (the best is kept besides).
     async_checkpoints: save in the background.
+    soft_targets: train on a frozen teacher's token distributions (losses.SoftTargets: KL form
+      and direction); None trains on the hard targets only.
+    teacher_checkpoint: the teacher for soft_targets: a trainer MODEL_DIR (or its best/ folder),
+      a T5X or a Hugging Face checkpoint, with the student's vocabulary. Context-distillation
+      tasks give it its own input (its template) and output; other tasks, the student's.
     mesh_fn: () -> jax.sharding.Mesh.
     axis_rules_fn: () -> logical axis rules.
 
@@ -98,6 +105,9 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
   _check_batch_sizes(mesh, batch_size, eval_batch_size)
   if packing and packing < 2:
     raise ValueError(f'packing={packing}: use 0 (off) or the examples per row to aim for (>= 2)')
+  if packing and soft_targets is not None:
+    raise ValueError('packing with soft_targets is not supported: the teacher reads unpacked '
+                     'rows (set train.packing = 0)')
   splits = {s: input_pipeline.load_examples(task, s, feature_lengths)
             for s in ('train', 'validation', 'test')}
   log(f'task {task}: ' + ', '.join(f'{k} {v.describe()}' for k, v in splits.items())
@@ -112,9 +122,16 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     tx = optimizer(sched)
     abstract, shardings = state_lib.state_shardings(model_config, tx, mesh, rules)
     rep = sharding.replicated(mesh)
+    teacher_model, teacher_args, teacher_shardings = None, (), ()
+    if soft_targets is not None:
+      teacher_config, teacher_params = _load_teacher(teacher_checkpoint, model_config, mesh, rules)
+      teacher_model, teacher_args = T5(teacher_config), (teacher_params,)
+      teacher_shardings = (jax.tree.map(lambda x: x.sharding, teacher_params),)
+    loss_fn = make_loss_fn(T5(model_config), alpha, label_smoothing, z_loss, soft_targets,
+                           teacher_model)
     train_step = jax.jit(
-        make_train_step(make_loss_fn(T5(model_config), alpha, label_smoothing, z_loss), tx, sched),
-        in_shardings=(shardings, sharding.batch_sharding(mesh), rep),
+        make_train_step(loss_fn, tx, sched),
+        in_shardings=(shardings, sharding.batch_sharding(mesh), rep, *teacher_shardings),
         out_shardings=(shardings, rep), donate_argnums=0)
     rng = jax.random.PRNGKey(seed)
     ckpt = RunCheckpoints(run_dir, keep_checkpoints, async_checkpoints)
@@ -133,7 +150,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                                start_step, length_buckets, packing, mesh)
       progress = _progress_bar(num_steps, start_step)
       for step, local_batch in itertools.islice(batches, max(0, num_steps - start_step)):
-        state, metrics = train_step(state, sharding.host_to_global(local_batch, mesh), rng)
+        state, metrics = train_step(state, sharding.host_to_global(local_batch, mesh), rng,
+                                    *teacher_args)
         done = step + 1
         metrics_log.train_step(done, metrics)
         progress.update(1)
@@ -192,6 +210,19 @@ def _progress_bar(num_steps: int, start_step: int):
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=num_steps, initial=start_step, disable=jax.process_index() != 0,
               unit='step', dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
+
+
+def _load_teacher(checkpoint: Optional[str], student: T5Config, mesh, rules):
+  if not checkpoint:
+    raise ValueError('soft_targets need a teacher: set train.teacher_checkpoint (gin: '
+                     'TEACHER_CHECKPOINT) to a trainer MODEL_DIR or a T5X / Hugging Face '
+                     'checkpoint')
+  config, params, _ = state_lib.load_teacher(checkpoint, mesh, rules)
+  if config.vocab_size != student.vocab_size:
+    raise ValueError(f'teacher {checkpoint} has vocab_size {config.vocab_size} but the student '
+                     f'has {student.vocab_size}; soft targets need one vocabulary')
+  log(f'teacher for soft targets: {checkpoint}')
+  return config, params
 
 
 def _check_vocab(task, config: T5Config):

@@ -5,12 +5,13 @@ input_pipeline), so a checkpoint is refused when the model config or the data-or
 (data_seed, batch_size, packing) differ from the run's, with a message naming the fields.
 """
 
+import dataclasses
 from typing import Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from dssb import sharding
+from dssb import run_checkpoints, sharding
 from dssb.model import T5Config, init_params
 from dssb.run_checkpoints import RunCheckpoints
 from dssb.train.step import TrainState
@@ -46,16 +47,13 @@ def initial_state(ckpt: RunCheckpoints, config: T5Config, tx, abstract: TrainSta
                   shardings: TrainState, run_settings: Mapping, rng: jax.Array,
                   init_checkpoint: Optional[str] = None) -> Tuple[TrainState, int]:
   """(state, start_step): resumed if the run has a checkpoint, else from init_checkpoint's
-  weights (a T5X or Hugging Face checkpoint), else a fresh init from rng."""
+  weights (a T5X or Hugging Face checkpoint, or another run's), else a fresh init from rng."""
   if ckpt.latest_step() is not None:
     check_data_order(ckpt.meta(), run_settings, str(ckpt.directory))
     state, _ = ckpt.restore(restore_target(abstract, shardings), config)
     return state, int(state.step)
   if init_checkpoint:
-    from dssb import checkpoints  # pylint: disable=g-import-not-at-top
-    # Checked against the gin config: a mismatch names the path and the fields.
-    _, params = checkpoints.load(init_checkpoint, config=config)
-    params = jax.device_put(params, shardings.params)
+    params = load_params(init_checkpoint, shardings.params, config)
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     return TrainState(jax.device_put(jnp.int32(0), shardings.step), params, opt_state), 0
 
@@ -64,3 +62,40 @@ def initial_state(ckpt: RunCheckpoints, config: T5Config, tx, abstract: TrainSta
     return TrainState(jnp.int32(0), params, tx.init(params))
 
   return jax.jit(fresh, out_shardings=shardings)(jax.random.fold_in(rng, 1)), 0
+
+
+def _restore_target(shardings_tree):
+  return lambda config: jax.tree.map(
+      lambda s, a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shardings_tree,
+      jax.eval_shape(lambda: init_params(config)))
+
+
+def load_params(path: str, param_shardings, config: T5Config):
+  """Params of a checkpoint placed by `param_shardings`: another run's MODEL_DIR (or its
+  checkpoints/ or best/ folder), a T5X or a Hugging Face checkpoint. The checkpoint must hold
+  `config`'s architecture; a mismatch names the path and the fields."""
+  if run_checkpoints.run_folder(path) is not None:
+    def target(found: T5Config):
+      diff = found.architecture_diff(config)
+      if diff:
+        raise ValueError(f'{path} holds a checkpoint of another model config (field: (in '
+                         f'checkpoint, in gin)): {diff}')
+      return _restore_target(param_shardings)(config)
+    return run_checkpoints.load_params(path, target)[1]
+  from dssb import checkpoints  # pylint: disable=g-import-not-at-top
+  _, params = checkpoints.load(path, config=config)
+  return jax.device_put(params, param_shardings)
+
+
+def load_teacher(path: str, mesh, rules) -> Tuple[T5Config, object, dict]:
+  """(config, params, meta) of a frozen teacher: its architecture read from the checkpoint,
+  dropout off, params placed on the mesh by the logical axis rules; meta is the run's checkpoint
+  meta (step, vocab_path), empty for a T5X or Hugging Face checkpoint."""
+  place = lambda c: _restore_target(sharding.params_shardings(c, mesh, rules)[1])(c)
+  if run_checkpoints.run_folder(path) is not None:
+    config, params, meta = run_checkpoints.load_params(path, place)
+  else:
+    from dssb import checkpoints  # pylint: disable=g-import-not-at-top
+    config, params = checkpoints.load(path)
+    params, meta = jax.device_put(params, sharding.params_shardings(config, mesh, rules)[1]), {}
+  return dataclasses.replace(config, dropout_rate=0.0), params, meta

@@ -1,0 +1,164 @@
+"""Runs of the context-distillation experiments, in this process, resumable, one summary each.
+
+A run is a gin-configured `dssb.train` training or `dssb.context_distill` sampling, exactly what
+its command line (stored in the summary) does. A run whose summary exists is skipped; an
+unfinished one resumes (the trainer from its checkpoints, the sampler from its file). Summaries
+go to OUT/runs/seed{S}/{name}.json: the reports are rebuilt from them alone.
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+import dssb
+
+dssb.import_tensorflow_quietly()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import gin
+import jax
+
+from dssb import gin_utils, train
+from dssb.context_distill import distill_set, evaluate, sample, sources
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  kind: str                       # 'train' or 'sample'
+  gin_files: tuple
+  bindings: tuple = ()
+
+  def command(self) -> str:
+    """The equivalent command line (string values in double quotes, as the README writes)."""
+    module = 'dssb.train' if self.kind == 'train' else 'dssb.context_distill'
+    flags = []
+    for b in self.bindings:
+      key, _, value = b.partition('=')
+      flags.append(f'--gin.{key}="{value}"' if "'" in value else shlex.quote(f'--gin.{b}'))
+    return ' '.join(['python', '-m', module] + [f'--gin_file={f}' for f in self.gin_files]
+                    + flags)
+
+
+def log(message: str) -> None:
+  print(time.strftime('%H:%M:%S'), message, file=sys.stderr, flush=True)
+
+
+def use_compilation_cache(path: str) -> None:
+  """One persistent XLA cache for every run of the experiment (the same shapes compile once)."""
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def _call(run: Run):
+  gin.clear_config()
+  try:
+    gin_utils.parse_gin(run.gin_files, run.bindings)
+    gin_utils.check_required()
+    if run.kind == 'train':
+      return gin_utils.call_configured(train.train, 'train')
+    return gin_utils.call_configured(sample.sample_distillation_set, 'sample')
+  finally:
+    gin.clear_config()
+
+
+def data_settings(gin_files: Sequence[str], bindings: Sequence[str]) -> sources.CDSettings:
+  """The experiment's data settings, as the gin files and bindings give them."""
+  gin.clear_config()
+  try:
+    gin_utils.parse_gin(gin_files, list(bindings) + ["RECIPE='teacher'", 'DISTILL_FILE=None'])
+    return gin.get_configurable(sources.CDSettings)()
+  finally:
+    gin.clear_config()
+
+
+def summary_path(out: str, seed: int, name: str) -> str:
+  return os.path.join(out, 'runs', f'seed{seed}', f'{name}.json')
+
+
+def execute(run: Run, seed: int, out: str, extra: Optional[Callable[[], dict]] = None) -> dict:
+  """Runs `run` unless its summary exists; returns the summary (results + extra evaluations)."""
+  path = summary_path(out, seed, run.name)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  log(f'seed {seed} {run.name}: {run.command()}')
+  start = time.time()
+  result = _call(run)
+  summary = {'name': run.name, 'seed': seed, 'command': run.command(), 'results': result,
+             'seconds': round(time.time() - start, 1)}
+  if extra is not None:
+    summary['extra'] = extra()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(summary, f, indent=1)
+  os.replace(path + '.tmp', path)
+  log(f'seed {seed} {run.name}: done in {summary["seconds"]:.0f} s')
+  return summary
+
+
+def answer_stats(answers: list, digits_of: Optional[Callable[[str], int]] = None) -> dict:
+  """Accuracy, decoded tokens and (with digits_of) accuracy per operand digit count."""
+  n = max(len(answers), 1)
+  stats = {'accuracy': evaluate.accuracy(answers), 'num_examples': len(answers),
+           'decoded_tokens': sum(a.tokens for a in answers) / n,
+           'input_tokens': sum(a.input_tokens for a in answers) / n}
+  if digits_of is not None:
+    groups = {}
+    for a in answers:
+      groups.setdefault(digits_of(a.id), []).append(a)
+    stats['accuracy_by_digits'] = {str(d): evaluate.accuracy(g) for d, g in sorted(groups.items())}
+  return stats
+
+
+def set_summary(path: str) -> dict:
+  """The distillation set's counts (from its meta file)."""
+  return (distill_set.read_meta(path) or {}).get('summary') or {}
+
+
+def binding(run: Run, macro: str) -> Optional[str]:
+  """The string value a run binds to a macro (MODEL_DIR, DISTILL_FILE), None if unbound."""
+  for b in run.bindings:
+    key, _, value = b.partition('=')
+    if key == macro:
+      return value.strip("'")
+  return None
+
+
+def _weights(run: Run) -> str:
+  """The run's trained weights; an evaluation-only run (TRAIN_STEPS = 0: "student before")
+  saved none, its weights are its initial ones, the teacher's."""
+  model_dir = binding(run, 'MODEL_DIR')
+  folder = os.path.join(model_dir, 'checkpoints')
+  if os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder)):
+    return model_dir
+  return binding(run, 'TEACHER_DIR')
+
+
+def evaluation(data: sources.CDSettings, teacher_dir: str, max_length: int,
+               digits_of: Optional[Callable[[str], int]] = None) -> Callable:
+  """extra(run, template) for `execute`: test answers of the run's checkpoint under its
+  template, and (students) their agreement with the teacher's answers with its context,
+  computed once, when first needed. A sampling run gives its set's counts instead."""
+  cache = {}
+
+  def teacher_answers():
+    if 'teacher' not in cache:
+      cache['teacher'] = evaluate.answers(teacher_dir, data, 'test', 'teacher', max_length)
+    return cache['teacher']
+
+  def extra(run: Run, template: Optional[str]) -> dict:
+    if run.kind == 'sample':
+      return {'set': set_summary(binding(run, 'DISTILL_FILE'))}
+    found = evaluate.answers(_weights(run), data, 'test', template, max_length)
+    stats = answer_stats(found, digits_of)
+    if template == 'student':
+      stats['agreement_with_teacher'] = evaluate.agreement(found, teacher_answers())
+    return {'test': stats}
+
+  return extra

@@ -1,0 +1,111 @@
+"""Snell et al. 2022, Table 3 on the CPU: context distillation of an addition scratchpad, every
+cell and the oracle control, over seeds; and distilling step-by-step's data fractions on the same
+task (label-only vs label + scratchpad rationale). Then the report in results/.
+
+  python experiments/context_distill_addition.py --work_dir /tmp/cd_addition
+  python experiments/context_distill_addition.py --work_dir /tmp/cd_addition --report_only
+
+Each cell is a gin/paper/cd_*.gin file shrunk by gin/cpu/cd_addition_mini.gin (a small T5 from
+scratch, 1-3 digit operands). Killed, it resumes: finished runs are skipped (their summaries are
+in OUT/runs/), an unfinished training resumes from its checkpoints and the teacher's sampling
+from its file. --report_only rebuilds results/context_distillation/ from the summaries alone.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cd_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
+import context_distill_report  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MINI = 'gin/cpu/cd_addition_mini.gin'
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+SOFT_FORMS = {'cd_soft_sampled': ("SOFT_FORM='sampled'",),
+              'cd_soft_full': ("SOFT_FORM='full'",),
+              'cd_soft_top_k': ("SOFT_FORM='top_k'", 'losses.SoftTargets.top_k=5'),
+              'cd_soft_reverse': ("SOFT_FORM='full'", "SOFT_DIRECTION='reverse'")}
+
+
+def _paper(name):
+  return f'gin/paper/{name}.gin'
+
+
+def plan(work: str, seed: int, extra_gin: tuple, part: str) -> list:
+  """(Run, template of its evaluation) in order. Part 'table3': the teacher, its distillation
+  set, the students and controls; 'fractions': label-only and step-by-step at the fractions
+  below 100% (the 100% runs belong to Table 3); 'teacher_500': a teacher on a quarter of the
+  labelled scratchpads (500, the paper's count). The template is 'teacher', 'student', or None
+  for the sampling."""
+  runs_dir = os.path.join(work, f'seed{seed}')
+  teacher_dir = os.path.join(runs_dir, 'teacher')
+  distill_file = os.path.join(runs_dir, 'distill_set.jsonl')
+  common = (f'SEED={seed}',)
+  student = common + (f"TEACHER_DIR='{teacher_dir}'",)
+  files = lambda name: (_paper(name), MINI) + extra_gin
+
+  def train(name, gin_name, *bindings):
+    return cd_runs.Run(name, 'train', files(gin_name), bindings + (
+        f"MODEL_DIR='{os.path.join(runs_dir, name)}'",))
+
+  if part == 'fractions':
+    return [(train(f'{name}_f{fraction}', gin_name, *common, f'FRACTION={fraction}'), 'student')
+            for fraction in sorted(FRACTIONS, reverse=True) if fraction < 1.0
+            for name, gin_name in (('multitask', 'cd_table3_multitask'),
+                                   ('label_only', 'cd_label_only'))]
+  if part == 'teacher_500':  # the paper's number of scratchpads, the same steps
+    return [(train('teacher_f0.25', 'cd_table3_teacher', *common, 'FRACTION=0.25'), 'teacher')]
+  out = [(train('teacher', 'cd_table3_teacher', *common), 'teacher'),
+         (train('before', 'cd_table3_student_before', *student), 'student'),
+         (cd_runs.Run('distill_set', 'sample', files('cd_table3_distill_set'),
+                      student + (f"DISTILL_FILE='{distill_file}'",)), None),
+         (train('cd_hard', 'cd_table3_context_distill_hard', *student,
+                f"DISTILL_FILE='{distill_file}'"), 'student')]
+  for name, bindings in SOFT_FORMS.items():
+    out.append((train(name, 'cd_table3_context_distill_soft', *student,
+                      f"DISTILL_FILE='{distill_file}'", *bindings), 'student'))
+  return out + [
+      (train('then_direct', 'cd_table3_scratchpad_then_direct', *student), 'student'),
+      (train('oracle', 'cd_table3_oracle', *student), 'student'),
+      (train('multitask_f1.0', 'cd_table3_multitask', *common, 'FRACTION=1.0'), 'student'),
+      (train('label_only_f1.0', 'cd_label_only', *common, 'FRACTION=1.0'), 'student')]
+
+
+def _digits(problem_id: str) -> int:
+  return len(str(max(int(x) for x in problem_id.split('+'))))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--work_dir', required=True, help='run folders (checkpoints, sets)')
+  parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+  parser.add_argument('--fraction_seeds', type=int, nargs='+', default=[0],
+                      help='seeds of the fractions part (each costs about four teachers)')
+  parser.add_argument('--out', default=os.path.join(REPO, 'results', 'context_distillation'))
+  parser.add_argument('--gin_file', action='append', default=[],
+                      help='extra gin file(s) included last (e.g. gin/cpu/cd_addition_tiny.gin '
+                      'for a smoke run)')
+  parser.add_argument('--report_only', action='store_true')
+  args = parser.parse_args(argv)
+  os.chdir(REPO)
+  if not args.report_only:
+    cd_runs.use_compilation_cache(os.path.join(args.work_dir, 'xla_cache'))
+    extra_gin = tuple(args.gin_file)
+    parts = (('table3', args.seeds), ('teacher_500', args.seeds),
+             ('fractions', args.fraction_seeds))
+    for part, seeds in parts:  # Table 3 over all seeds first
+      for seed in seeds:
+        data = cd_runs.data_settings((_paper('cd_table3_teacher'), MINI) + extra_gin,
+                                     (f'SEED={seed}', "MODEL_DIR='x'"))
+        extra = cd_runs.evaluation(data, os.path.join(args.work_dir, f'seed{seed}', 'teacher'),
+                                   max_length=64, digits_of=_digits)
+        for run, template in plan(args.work_dir, seed, extra_gin, part):
+          cd_runs.execute(run, seed, args.out, lambda r=run, t=template: extra(r, t))
+  context_distill_report.write_addition(args.out)
+
+
+if __name__ == '__main__':
+  main()
