@@ -9,9 +9,10 @@ Exit codes: 0 done, 143 preempted (state saved; rerun the same command to resume
 or gin settings.
 """
 
-import argparse
 import os
 import sys
+
+from dssb import gin_utils
 
 
 def _env_int(name):
@@ -20,22 +21,12 @@ def _env_int(name):
 
 def parse_args(argv):
   """(argparse namespace, gin bindings) from the command line."""
-  parser = argparse.ArgumentParser(prog='python -m dssb.train', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--gin_file', action='append', default=[], help='gin file (repeatable)')
+  parser = gin_utils.flag_parser('python -m dssb.train', __doc__)
   parser.add_argument('--multihost', action='store_true', help='jax.distributed on a TPU pod')
   parser.add_argument('--coordinator_address', default=os.environ.get('DSSB_COORDINATOR'))
   parser.add_argument('--num_processes', type=int, default=_env_int('DSSB_NUM_PROCESSES'))
   parser.add_argument('--process_id', type=int, default=_env_int('DSSB_PROCESS_ID'))
-  args, rest = parser.parse_known_args(argv)
-  bindings = []
-  for arg in rest:
-    if not arg.startswith('--gin.') or '=' not in arg:
-      parser.error(f'unknown argument {arg!r}; gin settings are written --gin.KEY=VALUE')
-    bindings.append(arg[len('--gin.'):])
-  if not args.gin_file:
-    parser.error('give at least one --gin_file (e.g. --gin_file=gin/cpu/svamp_step_by_step.gin)')
-  return args, bindings
+  return gin_utils.parse_flags(parser, argv, 'gin/cpu/svamp_step_by_step.gin')
 
 
 def main(argv=None) -> int:
@@ -48,7 +39,7 @@ def main(argv=None) -> int:
   elif args.coordinator_address:
     jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 
-  from dssb import gin_utils, train  # pylint: disable=g-import-not-at-top
+  from dssb import train  # pylint: disable=g-import-not-at-top
   try:
     gin_utils.parse_gin(args.gin_file, bindings)
   except (ValueError, SyntaxError) as e:  # gin names the file, line and setting
