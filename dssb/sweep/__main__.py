@@ -46,8 +46,8 @@ def parse_args(argv):
   sky.add_argument('--num_nodes', type=int, default=1, help='GPU nodes per run')
   sky.add_argument('--infra', help="e.g. gcp, aws/us-east-1, k8s, slurm (default: any)")
   sky.add_argument('--on_demand', action='store_true', help='no spot/preemptible machines')
-  sky.add_argument('--data_dir', default='gs://BUCKET/dss_data',
-                   help='DSSB_DATA_DIR on the cluster (the datasets/ tree on a bucket)')
+  sky.add_argument('--data_dir', default='',
+                   help='DSSB_DATA_DIR on the cluster: the datasets/ tree on a bucket')
   args, rest = parser.parse_known_args(argv)
   bindings = []
   for arg in rest:

@@ -37,7 +37,7 @@ class Cluster:
   num_nodes: int = 1
   infra: Optional[str] = None
   use_spot: bool = True
-  data_dir: str = 'gs://BUCKET/dss_data'
+  data_dir: str = ''
   max_restarts_on_errors: int = 3
 
   @property
@@ -46,7 +46,7 @@ class Cluster:
 
 
 def task(run: Run, name: str, root: str, cluster: Cluster, sweep_flags: Sequence[str]) -> dict:
-  """The SkyPilot task of one run (a dict that yaml.safe_dump writes); `workdir` is this
+  """The SkyPilot task of one run (a dict, written as YAML); `workdir` is this
   checkout, which SkyPilot copies to every node."""
   resources = {'accelerators': cluster.accelerators, 'use_spot': cluster.use_spot,
                'job_recovery': {'max_restarts_on_errors': cluster.max_restarts_on_errors,
@@ -75,8 +75,27 @@ def _run_script(run: Run, root: str, cluster: Cluster, sweep_flags: Sequence[str
               f'{COORDINATOR_PORT}"',
               'export DSSB_NUM_PROCESSES="$SKYPILOT_NUM_NODES"',
               'export DSSB_PROCESS_ID="$SKYPILOT_NODE_RANK"']
-  lines.append(' '.join(shlex.quote(c) for c in command))
+  lines.append(' '.join(_shell_word(c) for c in command))
   return '\n'.join(lines) + '\n'
+
+
+def _shell_word(word: str) -> str:
+  """A --gin.KEY='string' flag as the README writes it (--gin.KEY="'string'"), else quoted."""
+  key, _, value = word.partition('=')
+  if key.startswith('--gin.') and "'" in value and not re.search(r'["$`\\!]', value):
+    return f'{key}="{value}"'
+  return shlex.quote(word)
+
+
+class _Dumper(yaml.SafeDumper):
+  """Safe YAML with multi-line strings (setup, run) as literal blocks, as people write them."""
+
+
+def _string(dumper, text):
+  return dumper.represent_scalar('tag:yaml.org,2002:str', text, style='|' if '\n' in text else None)
+
+
+_Dumper.add_representer(str, _string)
 
 
 def job_name(run: Run, index: int) -> str:
@@ -88,6 +107,9 @@ def job_name(run: Run, index: int) -> str:
 def emit(runs: Sequence[Run], root: str, cluster: Cluster, sweep_flags: Sequence[str],
          out: str) -> list:
   """Writes OUT/<job name>.yaml per run and OUT/launch.sh; returns the task files."""
+  if not paths.is_remote(cluster.data_dir):
+    raise ValueError(f'--data_dir {cluster.data_dir!r}: give the data (the datasets/ tree) on a '
+                     'bucket every node reads, e.g. --data_dir gs://BUCKET/dss_data')
   if not paths.is_remote(root):
     raise ValueError(f'--root {root!r}: cluster runs need MODEL_DIRs that every host and every '
                      'restart sees: a bucket, e.g. --root gs://BUCKET/sweeps/NAME')
@@ -103,8 +125,8 @@ def emit(runs: Sequence[Run], root: str, cluster: Cluster, sweep_flags: Sequence
     header = (f'# dssb sweep {run.sweep}, run {run.name}\n'
               f'# The training it runs (then its summary): {run.command(root)}\n'
               f'# Launch: sky jobs launch {name}\n')
-    (folder / name).write_text(header + yaml.safe_dump(
-        task(run, job, root, cluster, sweep_flags), sort_keys=False, width=1000))
+    (folder / name).write_text(header + yaml.dump(
+        task(run, job, root, cluster, sweep_flags), Dumper=_Dumper, sort_keys=False, width=1000))
     launch.append(f'sky jobs launch -y {name}')
     written.append(str(folder / name))
   (folder / 'launch.sh').write_text('\n'.join(launch) + '\n')
