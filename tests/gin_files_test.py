@@ -51,9 +51,10 @@ SWEEPS = {
 }
 # Files used only by others: which entry above covers each.
 SERVES = {
-    'runs/train.gin': 'cpu/svamp_standard.gin', 'runs/context_distill.gin':
-    'paper/cd_table3_teacher.gin', 'runs/context_distill_data.gin':
-    'paper/cd_table3_distill_set.gin', 'runs/adafactor.gin': 'cpu/svamp_standard.gin+adafactor+fsdp',
+    'runs/train.gin': 'cpu/svamp_standard.gin',
+    'runs/context_distill.gin': 'paper/cd_table3_teacher.gin',
+    'runs/context_distill_data.gin': 'paper/cd_table3_distill_set.gin',
+    'runs/adafactor.gin': 'cpu/svamp_standard.gin+adafactor+fsdp',
     'runs/fsdp.gin': 'paper/fig6_sizes.gin', 'cpu/tiny.gin': 'cpu/svamp_standard.gin',
     'cpu/cd_addition_mini.gin': 'paper/cd_table3_teacher.gin+cpu',
     'cpu/cd_addition_tiny.gin': 'paper/cd_table3_context_distill_soft.gin+cpu',
@@ -172,8 +173,9 @@ def test_sweep_file_builds_every_value_of_every_axis(key):
   cpu = bool(SWEEPS[key])
   files = [f'gin/{key.partition("+")[0]}', *[f'gin/{f}' for f in SWEEPS[key]]]
   # At CPU size the vocabulary is trained on the dataset's text: SVAMP only, to stay fast.
-  bindings = ['PRETRAINED=None'] + (["sweep.grid.axes={'DATASET': ['svamp'], 'RECIPE': ['standard', "
-                              "'step_by_step'], 'SEED': [0]}"] if cpu else [])
+  bindings = ['PRETRAINED=None'] + (["sweep.grid.axes={'DATASET': ['svamp'], "
+                              "'RECIPE': ['standard', 'step_by_step'], 'SEED': [0]}"]
+                             if cpu else [])
   spec, runs = sweep_cli.load_runs(files, bindings)
   assert spec.name == os.path.basename(key.partition('+')[0])[:-len('.gin')]
   built = [_build(run.gin_files, run.train_bindings('/tmp/dssb_sweep_root'))
