@@ -100,6 +100,12 @@ def main(argv=None) -> int:
   args, bindings = parse_args(sys.argv[1:] if argv is None else argv)
   import dssb  # pylint: disable=g-import-not-at-top
   dssb.import_tensorflow_quietly()
+  if not (args.dry_run or args.emit_skypilot):  # before anything else touches JAX
+    import jax  # pylint: disable=g-import-not-at-top
+    if args.multihost:
+      jax.distributed.initialize()
+    elif args.coordinator_address:
+      jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   from dssb import gin_utils, paths, sweep, train  # pylint: disable=g-import-not-at-top
   from dssb.sweep import skypilot  # pylint: disable=g-import-not-at-top
   try:
@@ -128,11 +134,6 @@ def main(argv=None) -> int:
   if args.dry_run:
     _dry_run(spec, runs, root, args.commands)
     return 0
-  import jax  # pylint: disable=g-import-not-at-top
-  if args.multihost:
-    jax.distributed.initialize()
-  elif args.coordinator_address:
-    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   cache = args.compilation_cache or (None if paths.is_remote(root)
                                      else os.path.join(root, '.jax_cache'))
   if cache:
