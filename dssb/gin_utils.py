@@ -20,6 +20,30 @@ def flag_parser(prog: str, doc: str) -> argparse.ArgumentParser:
   return parser
 
 
+def _env_int(name):
+  return int(os.environ[name]) if os.environ.get(name) else None
+
+
+def add_host_flags(parser: argparse.ArgumentParser) -> None:
+  """Several hosts: --multihost on a TPU pod (JAX finds its peers); elsewhere the coordinator,
+  process count and index on every host (or DSSB_COORDINATOR, DSSB_NUM_PROCESSES,
+  DSSB_PROCESS_ID)."""
+  hosts = parser.add_argument_group('several hosts')
+  hosts.add_argument('--multihost', action='store_true', help='jax.distributed on a TPU pod')
+  hosts.add_argument('--coordinator_address', default=os.environ.get('DSSB_COORDINATOR'))
+  hosts.add_argument('--num_processes', type=int, default=_env_int('DSSB_NUM_PROCESSES'))
+  hosts.add_argument('--process_id', type=int, default=_env_int('DSSB_PROCESS_ID'))
+
+
+def init_hosts(args: argparse.Namespace) -> None:
+  """jax.distributed as the host flags say (call before anything else touches JAX)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if args.multihost:
+    jax.distributed.initialize()
+  elif args.coordinator_address:
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+
+
 def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str],
                 example: str) -> Tuple[argparse.Namespace, List[str]]:
   """(flags, gin bindings): every argument the parser does not know must be --gin.KEY=VALUE, and
