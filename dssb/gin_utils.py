@@ -1,14 +1,62 @@
 """Gin parsing with t5x's habits: gin files found in ./ or the repo's gin/, KEY=VALUE bindings,
 and REQUIRED settings reported by name before anything runs."""
 
+import argparse
 import inspect
 import logging
 import os
-from typing import Callable, Sequence
+from typing import Callable, List, Sequence, Tuple
 
 import gin
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'gin')
+
+
+def flag_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+  """An argparse parser with t5x's --gin_file (repeatable); add a command's own flags to it."""
+  parser = argparse.ArgumentParser(prog=prog, description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--gin_file', action='append', default=[], help='gin file (repeatable)')
+  return parser
+
+
+def _env_int(name):
+  return int(os.environ[name]) if os.environ.get(name) else None
+
+
+def add_host_flags(parser: argparse.ArgumentParser) -> None:
+  """Several hosts: --multihost on a TPU pod (JAX finds its peers); elsewhere the coordinator,
+  process count and index on every host (or DSSB_COORDINATOR, DSSB_NUM_PROCESSES,
+  DSSB_PROCESS_ID)."""
+  hosts = parser.add_argument_group('several hosts')
+  hosts.add_argument('--multihost', action='store_true', help='jax.distributed on a TPU pod')
+  hosts.add_argument('--coordinator_address', default=os.environ.get('DSSB_COORDINATOR'))
+  hosts.add_argument('--num_processes', type=int, default=_env_int('DSSB_NUM_PROCESSES'))
+  hosts.add_argument('--process_id', type=int, default=_env_int('DSSB_PROCESS_ID'))
+
+
+def init_hosts(args: argparse.Namespace) -> None:
+  """jax.distributed as the host flags say (call before anything else touches JAX)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if args.multihost:
+    jax.distributed.initialize()
+  elif args.coordinator_address:
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+
+
+def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str],
+                example: str) -> Tuple[argparse.Namespace, List[str]]:
+  """(flags, gin bindings): every argument the parser does not know must be --gin.KEY=VALUE, and
+  at least one --gin_file is needed (`example` shows one in the error)."""
+  args, rest = parser.parse_known_args(argv)
+  bindings = []
+  for arg in rest:
+    if not arg.startswith('--gin.') or '=' not in arg:
+      parser.error(f'unknown argument {arg!r}; gin settings are written --gin.KEY=VALUE')
+    bindings.append(arg[len('--gin.'):])
+  if not args.gin_file:
+    parser.error(f'give at least one --gin_file (e.g. --gin_file={example})')
+  return args, bindings
 
 
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:

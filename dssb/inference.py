@@ -19,8 +19,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dssb import paths, sharding
-from dssb.run_checkpoints import RunCheckpoints
+from dssb import paths, run_checkpoints, sharding
 from dssb.model import EOS_ID, T5Config, generate
 
 EOS_JOIN = '</s>'  # as in dssb.data.sources: the NLI inputs join premise and hypothesis by eos
@@ -112,21 +111,6 @@ def is_run_dir(path: str) -> bool:
   return any(paths.path(path, sub).is_dir() for sub in ('checkpoints', 'best'))
 
 
-def _load_run(model_dir: str, which: str, mesh, rules):
-  """(config, params, vocab_path, source) of a trainer MODEL_DIR's latest or best step."""
-  ckpt = RunCheckpoints(model_dir, keep=1, async_save=False)
-  try:
-    meta = ckpt.meta(which)
-    if meta is None:
-      raise InferenceError(f'{model_dir}: no finished {which} checkpoint step')
-    config = T5Config(**{**meta['model_config'], 'dropout_rate': 0.0})
-    params, _, step = ckpt.restore_params(sharding.sharded_abstract_params(config, mesh, rules),
-                                          which)
-  finally:
-    ckpt.close()
-  return config, params, meta.get('vocab_path'), f'{model_dir} ({which} step {step})'
-
-
 def load_model(checkpoint: str, vocab: Optional[str] = None, which: str = 'latest',
                mesh=None, rules=None) -> Model:
   """Loads a trainer MODEL_DIR, or a T5X / Hugging Face checkpoint (which then needs `vocab`).
@@ -143,22 +127,20 @@ def load_model(checkpoint: str, vocab: Optional[str] = None, which: str = 'lates
   """
   mesh = mesh or sharding.make_mesh()
   rules = rules or sharding.logical_axis_rules()
-  if is_run_dir(checkpoint):
-    config, params, recorded_vocab, source = _load_run(checkpoint, which, mesh, rules)
-    vocab = vocab or recorded_vocab
-    if not vocab:
-      raise InferenceError(f'{source}: the checkpoint meta records no vocab_path (a run from '
-                           'before vocabularies were recorded); pass the vocabulary (--vocab)')
-  else:
-    from dssb import checkpoints  # pylint: disable=g-import-not-at-top
-    if not vocab:
-      raise InferenceError(f'{checkpoint}: a T5X or Hugging Face checkpoint needs a vocabulary '
-                           '(--vocab PATH.model); only trainer checkpoints record theirs')
-    config, params = checkpoints.load(checkpoint)
-    config = dataclasses.replace(config, dropout_rate=0.0)
-    abstract = sharding.sharded_abstract_params(config, mesh, rules)
-    params = jax.device_put(params, jax.tree.map(lambda a: a.sharding, abstract))
-    source = checkpoint
+  run = is_run_dir(checkpoint)
+  if not run and not vocab:
+    raise InferenceError(f'{checkpoint}: a T5X or Hugging Face checkpoint needs a vocabulary '
+                         '(--vocab PATH.model); only trainer checkpoints record theirs')
+  path = str(paths.path(checkpoint, 'best')) if run and which == 'best' else checkpoint
+  try:
+    config, params, meta = run_checkpoints.load_frozen(path, mesh, rules)
+  except ValueError as e:  # e.g. no finished checkpoint step yet
+    raise InferenceError(str(e)) from e
+  source = f'{checkpoint} ({which} step {meta.get("step")})' if run else checkpoint
+  vocab = vocab or meta.get('vocab_path')
+  if not vocab:
+    raise InferenceError(f'{source}: the checkpoint meta records no vocab_path (a run from '
+                         'before vocabularies were recorded); pass the vocabulary (--vocab)')
   return Model(config, params, vocab, source)
 
 

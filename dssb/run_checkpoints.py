@@ -6,7 +6,9 @@ the data seed and the validation score, so a resume can refuse a MODEL_DIR that 
 different model, and the pipeline position (the step) comes back with the weights.
 
 `load_params` reads only the params of a run's checkpoint (its optimizer state is left on disk):
-a run's weights start another run (init_checkpoint) or teach one (teacher_checkpoint).
+a run's weights start another run (init_checkpoint). `load_frozen` is the one loader of a model
+used without training, from a run or a T5X / Hugging Face checkpoint: a teacher for soft targets,
+context distillation's sampler and evaluator, dssb.serve and the open teacher.
 """
 
 import dataclasses
@@ -64,19 +66,6 @@ class RunCheckpoints:
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored['state'], restored['meta']
 
-  def restore_params(self, abstract_params, which: str = 'latest'):
-    """(params, meta, step) of the latest (or best) step, reading only the params (serving and
-    annotation need no optimizer state); `abstract_params` gives shapes and shardings."""
-    manager = self.best if which == 'best' else self.latest
-    step = manager.latest_step()
-    item = {'params': abstract_params}
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True),
-        meta=ocp.args.JsonRestore()))
-    return restored['state']['params'], restored['meta'], step
-
   def wait(self):
     self.latest.wait_until_finished()
     self.best.wait_until_finished()
@@ -127,3 +116,28 @@ def load_params(path, target_fn: Callable):
   finally:
     manager.close()
   return config, restored['state']['params'], meta
+
+
+def load_frozen(path: str, mesh, rules):
+  """(config, params, meta) of a model used frozen: its architecture read from the checkpoint,
+  dropout off, params placed on the mesh by the logical axis rules.
+
+  Args:
+    path: a trainer MODEL_DIR (its latest step), MODEL_DIR/best, or a T5X / Hugging Face
+      checkpoint (dssb.checkpoints.load).
+    mesh: the device mesh.
+    rules: the logical axis rules.
+
+  Returns:
+    meta is the run's checkpoint meta (step, vocab_path, ...), {} for a T5X or HF checkpoint.
+  """
+  from dssb import sharding  # pylint: disable=g-import-not-at-top
+  if run_folder(path) is not None:
+    config, params, meta = load_params(
+        path, lambda c: sharding.sharded_abstract_params(c, mesh, rules))
+  else:
+    from dssb import checkpoints  # pylint: disable=g-import-not-at-top
+    config, params = checkpoints.load(path)
+    abstract = sharding.sharded_abstract_params(config, mesh, rules)
+    params, meta = jax.device_put(params, jax.tree.map(lambda a: a.sharding, abstract)), {}
+  return dataclasses.replace(config, dropout_rate=0.0), params, meta

@@ -9,8 +9,6 @@ go to OUT/runs/seed{S}/{name}.json: the reports are rebuilt from them alone.
 import dataclasses
 import json
 import os
-import shlex
-import sys
 import time
 from typing import Callable, Optional, Sequence
 
@@ -20,10 +18,10 @@ dssb.import_tensorflow_quietly()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import gin
-import jax
 
-from dssb import gin_utils, train
+from dssb import gin_utils, sweep, train
 from dssb.context_distill import distill_set, evaluate, sample, sources
+from dssb.sweep.runner import log, use_compilation_cache  # pylint: disable=unused-import
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
@@ -37,34 +35,15 @@ class Run:
   def command(self) -> str:
     """The equivalent command line (string values in double quotes, as the README writes)."""
     module = 'dssb.train' if self.kind == 'train' else 'dssb.context_distill'
-    flags = []
-    for b in self.bindings:
-      key, _, value = b.partition('=')
-      flags.append(f'--gin.{key}="{value}"' if "'" in value else shlex.quote(f'--gin.{b}'))
-    return ' '.join(['python', '-m', module] + [f'--gin_file={f}' for f in self.gin_files]
-                    + flags)
-
-
-def log(message: str) -> None:
-  print(time.strftime('%H:%M:%S'), message, file=sys.stderr, flush=True)
-
-
-def use_compilation_cache(path: str) -> None:
-  """One persistent XLA cache for every run of the experiment (the same shapes compile once)."""
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    return sweep.command_line(module, self.gin_files, self.bindings)
 
 
 def _call(run: Run):
-  gin.clear_config()
-  try:
-    gin_utils.parse_gin(run.gin_files, run.bindings)
-    gin_utils.check_required()
-    if run.kind == 'train':
-      return gin_utils.call_configured(train.train, 'train')
-    return gin_utils.call_configured(sample.sample_distillation_set, 'sample')
-  finally:
-    gin.clear_config()
+  """The run in this process (dssb.sweep's in-process call of a gin-configured entry)."""
+  if run.kind == 'train':
+    return sweep.call_in_process(train.train, 'train', run.gin_files, run.bindings)
+  return sweep.call_in_process(sample.sample_distillation_set, 'sample', run.gin_files,
+                               run.bindings)
 
 
 def data_settings(gin_files: Sequence[str], bindings: Sequence[str]) -> sources.CDSettings:

@@ -5,6 +5,10 @@ task (label-only vs label + scratchpad rationale). Then the report in results/.
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition --report_only
 
+The committed results ran (2 cores, about 2 hours, shared with other jobs):
+  python experiments/context_distill_addition.py --work_dir /tmp/cd_addition \
+      --soft_form_seeds 0 --teacher_500_seeds 0
+
 Each cell is a gin/paper/cd_*.gin file shrunk by gin/cpu/cd_addition_mini.gin (a small T5 from
 scratch, 1-3 digit operands). Killed, it resumes: finished runs are skipped (their summaries are
 in OUT/runs/), an unfinished training resumes from its checkpoints and the teacher's sampling
@@ -27,6 +31,8 @@ SOFT_FORMS = {'cd_soft_sampled': ("SOFT_FORM='sampled'",),
               'cd_soft_full': ("SOFT_FORM='full'",),
               'cd_soft_top_k': ("SOFT_FORM='top_k'", 'losses.SoftTargets.top_k=5'),
               'cd_soft_reverse': ("SOFT_FORM='full'", "SOFT_DIRECTION='reverse'")}
+
+EXTRA_SOFT_FORMS = ('cd_soft_full', 'cd_soft_top_k', 'cd_soft_reverse')  # beside the paper's
 
 
 def _paper(name):
@@ -84,6 +90,11 @@ def main(argv=None):
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
   parser.add_argument('--fraction_seeds', type=int, nargs='+', default=[0],
                       help='seeds of the fractions part (each costs about four teachers)')
+  parser.add_argument('--soft_form_seeds', type=int, nargs='+', default=None,
+                      help='seeds that also run the soft forms beside the paper\'s sampled one '
+                      '(full, top-k, reverse); default: every seed')
+  parser.add_argument('--teacher_500_seeds', type=int, nargs='+', default=None,
+                      help='seeds of the teacher on 500 scratchpads; default: every seed')
   parser.add_argument('--out', default=os.path.join(REPO, 'results', 'context_distillation'))
   parser.add_argument('--gin_file', action='append', default=[],
                       help='extra gin file(s) included last (e.g. gin/cpu/cd_addition_tiny.gin '
@@ -94,8 +105,10 @@ def main(argv=None):
   if not args.report_only:
     cd_runs.use_compilation_cache(os.path.join(args.work_dir, 'xla_cache'))
     extra_gin = tuple(args.gin_file)
-    parts = (('table3', args.seeds), ('teacher_500', args.seeds),
-             ('fractions', args.fraction_seeds))
+    parts = (('table3', args.seeds), ('fractions', args.fraction_seeds),
+             ('teacher_500', args.seeds if args.teacher_500_seeds is None
+              else args.teacher_500_seeds))
+    soft_form_seeds = args.seeds if args.soft_form_seeds is None else args.soft_form_seeds
     for part, seeds in parts:  # Table 3 over all seeds first
       for seed in seeds:
         data = cd_runs.data_settings((_paper('cd_table3_teacher'), MINI) + extra_gin,
@@ -103,6 +116,8 @@ def main(argv=None):
         extra = cd_runs.evaluation(data, os.path.join(args.work_dir, f'seed{seed}', 'teacher'),
                                    max_length=64, digits_of=_digits)
         for run, template in plan(args.work_dir, seed, extra_gin, part):
+          if run.name in EXTRA_SOFT_FORMS and seed not in soft_form_seeds:
+            continue
           cd_runs.execute(run, seed, args.out, lambda r=run, t=template: extra(r, t))
   context_distill_report.write_addition(args.out)
 

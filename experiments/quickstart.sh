@@ -3,7 +3,7 @@
 # SVAMP with the PaLM rationales on the CPU (a few minutes). Extra arguments go to dssb.train.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash experiments/setup.sh
+SKIP_LAUNCH_ENV=1 bash experiments/setup.sh  # no SkyPilot env: it only launches on clusters
 if [ -z "${DSSB_DATA_DIR:-}" ] && [ -d ../shared/dss_data/datasets ]; then
   export DSSB_DATA_DIR=$(cd ../shared/dss_data && pwd)
 fi

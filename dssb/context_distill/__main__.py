@@ -7,33 +7,19 @@ Rerunning the same command resumes an unfinished set. Exit codes: 0 done, 2 bad 
 settings.
 """
 
-import argparse
 import json
 import sys
 
-
-def parse_args(argv):
-  """(gin files, gin bindings) from the command line."""
-  parser = argparse.ArgumentParser(prog='python -m dssb.context_distill', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--gin_file', action='append', default=[], help='gin file (repeatable)')
-  args, rest = parser.parse_known_args(argv)
-  bindings = []
-  for arg in rest:
-    if not arg.startswith('--gin.') or '=' not in arg:
-      parser.error(f'unknown argument {arg!r}; gin settings are written --gin.KEY=VALUE')
-    bindings.append(arg[len('--gin.'):])
-  if not args.gin_file:
-    parser.error('give at least one --gin_file (e.g. gin/paper/cd_table3_distill_set.gin)')
-  return args.gin_file, bindings
+from dssb import gin_utils
 
 
 def main(argv=None) -> int:
-  gin_files, bindings = parse_args(sys.argv[1:] if argv is None else argv)
-  from dssb import gin_utils  # pylint: disable=g-import-not-at-top
+  parser = gin_utils.flag_parser('python -m dssb.context_distill', __doc__)
+  args, bindings = gin_utils.parse_flags(parser, sys.argv[1:] if argv is None else argv,
+                                         'gin/paper/cd_table3_distill_set.gin')
   from dssb.context_distill import sample  # pylint: disable=g-import-not-at-top
   try:
-    gin_utils.parse_gin(gin_files, bindings)
+    gin_utils.parse_gin(args.gin_file, bindings)
   except (ValueError, SyntaxError) as e:  # gin names the file, line and setting
     print(f'gin: {e}', file=sys.stderr)
     return 2

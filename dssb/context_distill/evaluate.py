@@ -11,11 +11,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dssb import sharding
+from dssb import run_checkpoints, sharding
 from dssb.context_distill import distill_set
 from dssb.context_distill import sources
 from dssb.model import EOS_ID, generate
-from dssb.train import state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +52,7 @@ def answers(checkpoint: str, data: sources.CDSettings, split: str, template: str
     raise ValueError(f"template must be 'teacher' or 'student', got {template!r}")
   mesh, rules = sharding.make_mesh(), sharding.logical_axis_rules()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    config, params, meta = state_lib.load_teacher(checkpoint, mesh, rules)
+    config, params, meta = run_checkpoints.load_frozen(checkpoint, mesh, rules)
   vocab_path = vocab_path or meta.get('vocab_path')
   if not vocab_path:
     raise ValueError(f'{checkpoint} records no vocabulary; pass vocab_path')

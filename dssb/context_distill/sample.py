@@ -24,11 +24,10 @@ import gin
 import jax
 import numpy as np
 
-from dssb import paths, sharding
+from dssb import paths, run_checkpoints, sharding
 from dssb.context_distill import distill_set
 from dssb.context_distill import sources
 from dssb.model import EOS_ID, generate
-from dssb.train import state as state_lib
 
 
 def _complete_lines(path: str) -> int:
@@ -98,7 +97,7 @@ def sample_distillation_set(teacher_checkpoint: str, out: str, data: sources.CDS
   """
   mesh, rules = sharding.make_mesh(), sharding.logical_axis_rules()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    config, params, teacher_meta = state_lib.load_teacher(teacher_checkpoint, mesh, rules)
+    config, params, teacher_meta = run_checkpoints.load_frozen(teacher_checkpoint, mesh, rules)
   vocab_path = vocab_path or teacher_meta.get('vocab_path')
   if not vocab_path:
     raise ValueError(f'{teacher_checkpoint} records no vocabulary; pass vocab_path')

@@ -9,46 +9,24 @@ Exit codes: 0 done, 143 preempted (state saved; rerun the same command to resume
 or gin settings.
 """
 
-import argparse
-import os
 import sys
 
-
-def _env_int(name):
-  return int(os.environ[name]) if os.environ.get(name) else None
+from dssb import gin_utils
 
 
 def parse_args(argv):
   """(argparse namespace, gin bindings) from the command line."""
-  parser = argparse.ArgumentParser(prog='python -m dssb.train', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--gin_file', action='append', default=[], help='gin file (repeatable)')
-  parser.add_argument('--multihost', action='store_true', help='jax.distributed on a TPU pod')
-  parser.add_argument('--coordinator_address', default=os.environ.get('DSSB_COORDINATOR'))
-  parser.add_argument('--num_processes', type=int, default=_env_int('DSSB_NUM_PROCESSES'))
-  parser.add_argument('--process_id', type=int, default=_env_int('DSSB_PROCESS_ID'))
-  args, rest = parser.parse_known_args(argv)
-  bindings = []
-  for arg in rest:
-    if not arg.startswith('--gin.') or '=' not in arg:
-      parser.error(f'unknown argument {arg!r}; gin settings are written --gin.KEY=VALUE')
-    bindings.append(arg[len('--gin.'):])
-  if not args.gin_file:
-    parser.error('give at least one --gin_file (e.g. --gin_file=gin/cpu/svamp_step_by_step.gin)')
-  return args, bindings
+  parser = gin_utils.flag_parser('python -m dssb.train', __doc__)
+  gin_utils.add_host_flags(parser)
+  return gin_utils.parse_flags(parser, argv, 'gin/cpu/svamp_step_by_step.gin')
 
 
 def main(argv=None) -> int:
   args, bindings = parse_args(sys.argv[1:] if argv is None else argv)
   import dssb  # pylint: disable=g-import-not-at-top
   dssb.import_tensorflow_quietly()  # seqio needs it; load it quietly before gin imports dssb.data
-  import jax  # pylint: disable=g-import-not-at-top
-  if args.multihost:
-    jax.distributed.initialize()
-  elif args.coordinator_address:
-    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-
-  from dssb import gin_utils, train  # pylint: disable=g-import-not-at-top
+  gin_utils.init_hosts(args)
+  from dssb import train  # pylint: disable=g-import-not-at-top
   try:
     gin_utils.parse_gin(args.gin_file, bindings)
   except (ValueError, SyntaxError) as e:  # gin names the file, line and setting

@@ -16,7 +16,7 @@ import jax
 
 from dssb import input_pipeline, losses, optimizers, packing as packing_lib, paths, sharding
 from dssb.model import T5, T5Config
-from dssb.run_checkpoints import RunCheckpoints, meta_for
+from dssb.run_checkpoints import RunCheckpoints, load_frozen, meta_for
 from dssb.train import state as state_lib
 from dssb.train.evals import Evaluator, check_reported_number, log, write_summary
 from dssb.train.metrics_log import MetricsLog
@@ -236,7 +236,7 @@ def _load_teacher(checkpoint: Optional[str], student: T5Config, mesh, rules):
     raise ValueError('soft_targets need a teacher: set train.teacher_checkpoint (gin: '
                      'TEACHER_CHECKPOINT) to a trainer MODEL_DIR or a T5X / Hugging Face '
                      'checkpoint')
-  config, params, _ = state_lib.load_teacher(checkpoint, mesh, rules)
+  config, params, _ = load_frozen(checkpoint, mesh, rules)
   if config.vocab_size != student.vocab_size:
     raise ValueError(f'teacher {checkpoint} has vocab_size {config.vocab_size} but the student '
                      f'has {student.vocab_size}; soft targets need one vocabulary')

@@ -5,7 +5,6 @@ input_pipeline), so a checkpoint is refused when the model config or the data-or
 (data_seed, batch_size, packing) differ from the run's, with a message naming the fields.
 """
 
-import dataclasses
 from typing import Mapping, Optional, Tuple
 
 import jax
@@ -85,17 +84,3 @@ def load_params(path: str, param_shardings, config: T5Config):
   from dssb import checkpoints  # pylint: disable=g-import-not-at-top
   _, params = checkpoints.load(path, config=config)
   return jax.device_put(params, param_shardings)
-
-
-def load_teacher(path: str, mesh, rules) -> Tuple[T5Config, object, dict]:
-  """(config, params, meta) of a frozen teacher: its architecture read from the checkpoint,
-  dropout off, params placed on the mesh by the logical axis rules; meta is the run's checkpoint
-  meta (step, vocab_path), empty for a T5X or Hugging Face checkpoint."""
-  place = lambda c: _restore_target(sharding.params_shardings(c, mesh, rules)[1])(c)
-  if run_checkpoints.run_folder(path) is not None:
-    config, params, meta = run_checkpoints.load_params(path, place)
-  else:
-    from dssb import checkpoints  # pylint: disable=g-import-not-at-top
-    config, params = checkpoints.load(path)
-    params, meta = jax.device_put(params, sharding.params_shardings(config, mesh, rules)[1]), {}
-  return dataclasses.replace(config, dropout_rate=0.0), params, meta
