@@ -198,6 +198,8 @@ def test_paper_settings_are_the_papers():
   assert args['feature_lengths'] == {'inputs': 1024, 'targets': 256, 'rationale_inputs': 1024,
                                      'rationale_targets': 256}
   assert args['test_at_every_eval'] is True
+  assert (args['matmul_precision'], args['reported_number']) == ('float32', 'last')
+  assert args['model_config'].dropout_mode == 'per_element'  # the official fidelity values
 
 
 @pytest.mark.parametrize('name', TEACHERS)
