@@ -7,7 +7,7 @@ task (label-only vs label + scratchpad rationale). Then the report in results/.
 
 The committed results ran (2 cores, about 2 hours, shared with other jobs):
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition \
-      --soft_form_seeds 0 --teacher_500_seeds 0
+      --soft_form_seeds 0 --teacher_500_seeds
 
 Each cell is a gin/paper/cd_*.gin file shrunk by gin/cpu/cd_addition_mini.gin (a small T5 from
 scratch, 1-3 digit operands). Killed, it resumes: finished runs are skipped (their summaries are
@@ -93,7 +93,7 @@ def main(argv=None):
   parser.add_argument('--soft_form_seeds', type=int, nargs='+', default=None,
                       help='seeds that also run the soft forms beside the paper\'s sampled one '
                       '(full, top-k, reverse); default: every seed')
-  parser.add_argument('--teacher_500_seeds', type=int, nargs='+', default=None,
+  parser.add_argument('--teacher_500_seeds', type=int, nargs='*', default=None,
                       help='seeds of the teacher on 500 scratchpads; default: every seed')
   parser.add_argument('--out', default=os.path.join(REPO, 'results', 'context_distillation'))
   parser.add_argument('--gin_file', action='append', default=[],

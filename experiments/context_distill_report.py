@@ -11,6 +11,8 @@ import json
 import math
 import os
 
+from dssb.report import fmt, mean_se
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = os.path.join(REPO, 'results', 'paper_numbers.json')
 
@@ -50,24 +52,6 @@ def load_summaries(out: str) -> dict:
   for summaries in runs.values():
     summaries.sort(key=lambda s: s['seed'])
   return runs
-
-
-def mean_se(values) -> dict:
-  """Mean, standard error of the mean (sample std / sqrt(n)) and n."""
-  values = [v for v in values if v is not None]
-  n = len(values)
-  if not n:
-    return {'mean': None, 'se': None, 'n': 0}
-  mean = sum(values) / n
-  se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
-  return {'mean': mean, 'se': se, 'n': n}
-
-
-def fmt(stat: dict, digits: int = 1) -> str:
-  if not stat or stat['mean'] is None:
-    return 'not run'
-  se = f' ± {stat["se"]:.{digits}f}' if stat['se'] is not None else ''
-  return f'{stat["mean"]:.{digits}f}{se} (n={stat["n"]})'
 
 
 def test_metric(summary: dict, key: str = 'accuracy'):

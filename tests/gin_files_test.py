@@ -48,7 +48,10 @@ SWEEPS = {
     'paper/fig7_sizes_unlabeled.gin': [], 'paper/fig8_sizes_fractions.gin': [],
     'paper/fig9_sizes_fractions_unlabeled.gin': [],
     'paper/fig6_sizes.gin+cpu': ['cpu/paper_tiny.gin'],
+    'cpu/mini_repro.gin': ['cpu/tiny.gin'], 'cpu/mini_repro_short.gin': ['cpu/tiny.gin'],
 }
+# The short mini-reproduction is a subset of the full one's grid, under the same name (and root).
+SWEEP_NAMES = {'cpu/mini_repro_short.gin': 'mini_repro'}
 # Files used only by others: which entry above covers each.
 SERVES = {
     'runs/train.gin': 'cpu/svamp_standard.gin',
@@ -177,7 +180,8 @@ def test_sweep_file_builds_every_value_of_every_axis(key):
                               "'RECIPE': ['standard', 'step_by_step'], 'SEED': [0]}"]
                              if cpu else [])
   spec, runs = sweep_cli.load_runs(files, bindings)
-  assert spec.name == os.path.basename(key.partition('+')[0])[:-len('.gin')]
+  default_name = os.path.basename(key.partition('+')[0])[:-len('.gin')]
+  assert spec.name == SWEEP_NAMES.get(key, default_name)
   built = [_build(run.gin_files, run.train_bindings('/tmp/dssb_sweep_root'))
            for run in _covering_runs(runs)]
   assert built
@@ -188,8 +192,8 @@ def test_sweep_file_builds_every_value_of_every_axis(key):
       want = {'220M': (768, 64, 10000), '770M': (1024, 64, 10000), '11B': (4096, 32, 4000)}
       got = (args['model_config'].d_model, args['batch_size'], args['num_steps'])
       assert got == want[settings['MODEL']]
-    if cpu:
-      assert args['model_config'].d_model == 64 and args['init_checkpoint'] is None
+    if cpu:  # from scratch, at most the mini-reproduction's width
+      assert args['model_config'].d_model <= 128 and args['init_checkpoint'] is None
 
 
 def test_paper_settings_are_the_papers():
@@ -198,6 +202,8 @@ def test_paper_settings_are_the_papers():
   assert args['feature_lengths'] == {'inputs': 1024, 'targets': 256, 'rationale_inputs': 1024,
                                      'rationale_targets': 256}
   assert args['test_at_every_eval'] is True
+  assert (args['matmul_precision'], args['reported_number']) == ('float32', 'last')
+  assert args['model_config'].dropout_mode == 'per_element'  # the official fidelity values
 
 
 @pytest.mark.parametrize('name', TEACHERS)

@@ -16,6 +16,17 @@ import numpy as np
 # stays finite (such rows only occur at padding positions).
 MASK_VALUE = -1e10
 
+# How dropout draws its mask (T5Config.dropout_mode), as nn.Dropout broadcast_dims: 'shared' is
+# t5x's, one mask per row shared by every position of the sequence (for attention weights
+# [B, H, T, S], by every query position); 'per_element' is Hugging Face T5's, which the official
+# distilling step-by-step code trains, an independent draw for each element.
+DROPOUT_MODES = {'shared': (-2,), 'per_element': ()}
+
+
+def dropout(rate: float, mode: str) -> nn.Dropout:
+  """T5's dropout at `rate`, its mask drawn as `mode` (a key of DROPOUT_MODES) says."""
+  return nn.Dropout(rate, broadcast_dims=DROPOUT_MODES[mode])
+
 
 def _param(module, name, init_fn, shape, axes):
   """A float32 parameter annotated with logical axis names."""
@@ -126,6 +137,7 @@ class MultiHeadAttention(nn.Module):
   out_features: int
   dropout_rate: float
   dtype: str
+  dropout_mode: str = 'shared'
 
   def setup(self):
     inner = self.num_heads * self.head_dim
@@ -135,7 +147,7 @@ class MultiHeadAttention(nn.Module):
     self.key = Dense(inner, ('embed', 'joined_kv'), self.dtype, fan_in)
     self.value = Dense(inner, ('embed', 'joined_kv'), self.dtype, fan_in)
     self.out = Dense(self.out_features, ('joined_kv', 'embed'), self.dtype, fan_in)
-    self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))
+    self.dropout = dropout(self.dropout_rate, self.dropout_mode)
 
   def _split_heads(self, x_BxLxHD):
     """[B, L, H*D] -> [B, H, L, D]: heads-major, so attention and the decoding cache read
@@ -168,6 +180,7 @@ class MlpBlock(nn.Module):
   activations: tuple
   dropout_rate: float
   dtype: str
+  dropout_mode: str = 'shared'
 
   @nn.compact
   def __call__(self, x_BxTxE, enable_dropout=False):
@@ -180,7 +193,7 @@ class MlpBlock(nn.Module):
              'silu': jax.nn.silu}[act](h)
       hidden.append(h)
     h_BxTxF = constrain(functools.reduce(jnp.multiply, hidden), ('batch', 'length', 'mlp'))
-    h_BxTxF = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
+    h_BxTxF = dropout(self.dropout_rate, self.dropout_mode)(
         h_BxTxF, deterministic=not enable_dropout)
     return Dense(x_BxTxE.shape[-1], ('mlp', 'embed'), self.dtype, name='wo')(h_BxTxF)
 

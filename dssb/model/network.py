@@ -52,6 +52,8 @@ class T5Config:
   scaled by d_model**-0.5). v1.1 and FLAN-T5: ('gelu', 'linear'), tie_embeddings=False.
   dtype is the activations' (params, layer norms, softmax and losses stay float32);
   remat_policy is a key of REMAT_POLICIES; scan_layers stacks each stack's layer params.
+  dropout_mode (a key of layers.DROPOUT_MODES): 'shared', t5x's mask shared across positions, or
+  'per_element', Hugging Face T5's (the official distilling step-by-step code's).
   """
   vocab_size: int = 32128
   d_model: int = 512
@@ -69,6 +71,7 @@ class T5Config:
   layer_norm_epsilon: float = 1e-6
   remat_policy: str = 'none'
   scan_layers: bool = False
+  dropout_mode: str = 'shared'
 
   def __post_init__(self):
     # gin passes lists and numpy dtypes; keep the dataclass hashable and comparable.
@@ -80,6 +83,9 @@ class T5Config:
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f'T5Config.remat_policy={self.remat_policy!r}: expected one of '
                        f'{sorted(REMAT_POLICIES)}')
+    if self.dropout_mode not in layers.DROPOUT_MODES:
+      raise ValueError(f'T5Config.dropout_mode={self.dropout_mode!r}: expected one of '
+                       f'{sorted(layers.DROPOUT_MODES)}')
 
   # Fields that set parameter shapes (as does the number of MLP input kernels): a checkpoint's
   # arrays determine them, so a loaded checkpoint must agree on these.
@@ -88,7 +94,7 @@ class T5Config:
       'num_decoder_layers', 'tie_embeddings', 'relative_attention_num_buckets')
   # Fields of how a run computes, not of what the weights mean: they may differ between a
   # checkpoint and the run that loads or resumes it.
-  RUNTIME_FIELDS: ClassVar[tuple] = ('dropout_rate', 'dtype', 'remat_policy')
+  RUNTIME_FIELDS: ClassVar[tuple] = ('dropout_rate', 'dropout_mode', 'dtype', 'remat_policy')
   # How the parameters are laid out (layers stacked under nn.scan), not what they are.
   LAYOUT_FIELDS: ClassVar[tuple] = ('scan_layers',)
 
@@ -137,14 +143,15 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxE, bias_BxHxLxL, enable_dropout):
     c = self.config
-    drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
+    drop = layers.dropout(c.dropout_rate, c.dropout_mode)
     h = RMSNorm(c.layer_norm_epsilon, c.dtype, name='pre_attention_layer_norm')(x_BxLxE)
     h = MultiHeadAttention(c.num_heads, c.head_dim, c.d_model, c.dropout_rate, c.dtype,
-                           name='attention')(
+                           c.dropout_mode, name='attention')(
         h, h, bias_BxHxLxL, enable_dropout)
     x_BxLxE = x_BxLxE + drop(h, deterministic=not enable_dropout)
     h = RMSNorm(c.layer_norm_epsilon, c.dtype, name='pre_mlp_layer_norm')(x_BxLxE)
-    h = MlpBlock(c.d_ff, c.mlp_activations, c.dropout_rate, c.dtype, name='mlp')(h, enable_dropout)
+    h = MlpBlock(c.d_ff, c.mlp_activations, c.dropout_rate, c.dtype, c.dropout_mode, name='mlp')(
+        h, enable_dropout)
     x_BxLxE = x_BxLxE + drop(h, deterministic=not enable_dropout)
     return layers.constrain(x_BxLxE, ('batch', 'length', 'embed'))
 
@@ -158,14 +165,14 @@ class DecoderLayer(nn.Module):
     c = self.config
     norm = lambda: RMSNorm(c.layer_norm_epsilon, c.dtype)
     attention = lambda: MultiHeadAttention(c.num_heads, c.head_dim, c.d_model, c.dropout_rate,
-                                           c.dtype)
+                                           c.dtype, c.dropout_mode)
     self.pre_self_attention_layer_norm = norm()
     self.self_attention = attention()
     self.pre_cross_attention_layer_norm = norm()
     self.encoder_decoder_attention = attention()
     self.pre_mlp_layer_norm = norm()
-    self.mlp = MlpBlock(c.d_ff, c.mlp_activations, c.dropout_rate, c.dtype)
-    self.drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
+    self.mlp = MlpBlock(c.d_ff, c.mlp_activations, c.dropout_rate, c.dtype, c.dropout_mode)
+    self.drop = layers.dropout(c.dropout_rate, c.dropout_mode)
 
   def __call__(self, y_BxTxE, encoded_BxLxE, self_bias, cross_bias, enable_dropout):
     h = self.pre_self_attention_layer_norm(y_BxTxE)
@@ -206,7 +213,7 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxL, segment_ids_BxL=None, enable_dropout=False):
     c = self.config
-    drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
+    drop = layers.dropout(c.dropout_rate, c.dropout_mode)
     valid_BxL = tokens_BxL > 0
     if segment_ids_BxL is None:
       bias = layers.attention_bias(valid_BxL, valid_BxL)
@@ -246,7 +253,7 @@ class Decoder(nn.Module):
     else:
       self.layers = [layer_cls(c) for _ in range(c.num_decoder_layers)]  # layers_0, ...
     self.decoder_norm = RMSNorm(c.layer_norm_epsilon, c.dtype)
-    self.drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
+    self.drop = layers.dropout(c.dropout_rate, c.dropout_mode)
     if not c.tie_embeddings:
       self.logits_dense = Dense(c.vocab_size, ('embed', 'vocab'), c.dtype)
 

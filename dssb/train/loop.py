@@ -18,7 +18,7 @@ from dssb import input_pipeline, losses, optimizers, packing as packing_lib, pat
 from dssb.model import T5, T5Config
 from dssb.run_checkpoints import RunCheckpoints, load_frozen, meta_for
 from dssb.train import state as state_lib
-from dssb.train.evals import Evaluator, log, write_summary
+from dssb.train.evals import Evaluator, check_reported_number, log, write_summary
 from dssb.train.metrics_log import MetricsLog
 from dssb.train.preemption import Preempted, sigterm_flag
 from dssb.train.step import make_loss_fn, make_train_step
@@ -32,7 +32,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           data_seed: int = 0, init_checkpoint: Optional[str] = None, log_every: int = 10,
           eval_every: int = 250, eval_batch_size: int = 64, max_decode_length: int = 64,
           eval_limit: Optional[int] = None, test_at_every_eval: bool = False,
-          selection_metric: Optional[str] = None,
+          selection_metric: Optional[str] = None, reported_number: str = 'last',
+          matmul_precision: Optional[str] = None,
           length_buckets: Optional[Sequence[int]] = input_pipeline.DEFAULT_LENGTH_BUCKETS,
           packing: int = 0, checkpoint_every: int = 250,
           keep_checkpoints: int = 3, async_checkpoints: bool = True,
@@ -66,9 +67,16 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     eval_batch_size: global batch size of evaluation decoding.
     max_decode_length: decoded tokens per evaluation example (official: 64).
     eval_limit: evaluate only the first this many examples of each split (smoke runs).
-    test_at_every_eval: also decode the test split at each eval (the official code's habit;
-      reported as 'test_max_over_evals', for comparison only).
+    test_at_every_eval: also decode the test split at each eval (the official code's habit);
+      gives 'max_over_evals' in the summary.
     selection_metric: validation metric for the best checkpoint (default: the first one).
+    reported_number: which test number the summary's 'reported' repeats: 'last' (the official
+      code's last test eval), 'best_on_validation' or 'max_over_evals' (needs
+      test_at_every_eval); all of them are in the summary, labelled (see evals.py).
+    matmul_precision: jax.default_matmul_precision for every step, eval and decode of the run:
+      None or 'default' (JAX's: reduced-precision float32 matmuls on TPU and on GPUs with
+      TF32), 'float32' (full float32, the official PyTorch runs'), 'bfloat16', 'tensorfloat32',
+      ... (the values jax.default_matmul_precision takes).
     length_buckets: pad each batch, per sub-batch and side, to the smallest of these lengths that
       holds its longest row (feature_lengths caps them); evaluation decodes sorted by input
       length. None: pad every batch to feature_lengths. The examples and the loss are the same.
@@ -86,7 +94,9 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     axis_rules_fn: () -> logical axis rules.
 
   Returns:
-    The summary also written to MODEL_DIR/results.json.
+    The summary also written to MODEL_DIR/results.json: test metrics 'last',
+    'best_on_validation', 'max_over_evals' (with test_at_every_eval), their 'labels',
+    'reported' and 'fidelity' (dropout mode, matmul precision, reported number).
 
   Raises:
     Preempted: after SIGTERM, once the state is saved (the command line exits with 143).
@@ -103,6 +113,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
   _check_vocab(seqio_task, model_config)
   mesh, rules = mesh_fn(), axis_rules_fn()
   _check_batch_sizes(mesh, batch_size, eval_batch_size)
+  check_reported_number(reported_number, test_at_every_eval)
+  precision = _matmul_precision(matmul_precision)
   if packing and packing < 2:
     raise ValueError(f'packing={packing}: use 0 (off) or the examples per row to aim for (>= 2)')
   if packing and soft_targets is not None:
@@ -117,7 +129,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                   'vocab_path': getattr(vocabulary, 'sentencepiece_model_file', None)}
 
   # Tracing happens inside these contexts, so activations get their logical constraints.
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules), sigterm_flag() as sigterm:
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules), precision, sigterm_flag() as sigterm:
     sched = schedule(learning_rate, num_steps)
     tx = optimizer(sched)
     abstract, shardings = state_lib.state_shardings(model_config, tx, mesh, rules)
@@ -144,7 +156,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
       evaluator = Evaluator(model_config, seqio_task, splits, feature_lengths, eval_batch_size,
                             max_decode_length, mesh, eval_limit, selection_metric,
                             test_at_every_eval, best=(ckpt.meta('best') or {}).get('best'),
-                            length_buckets=length_buckets)
+                            length_buckets=length_buckets,
+                            test_history=(ckpt.meta() or {}).get('test_history'))
       metrics_log = MetricsLog(run_dir, start_step, log_every, num_steps)
       batches = _train_batches(splits['train'], feature_lengths, batch_size, data_seed,
                                start_step, length_buckets, packing, mesh)
@@ -163,7 +176,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
         preempted = sigterm.any_host()
         if done % checkpoint_every == 0 or done == num_steps or preempted:
           metrics_log.flush()
-          ckpt.save(done, state, meta_for(model_config, done, **run_settings), force=True)
+          ckpt.save(done, state, meta_for(model_config, done, **run_settings,
+                                          test_history=evaluator.test_history), force=True)
           if preempted and done < num_steps:
             ckpt.wait()
             raise Preempted(f'SIGTERM: saved step {done} to {model_dir}; restart the same '
@@ -177,7 +191,12 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
       if evaluator.best:
         best_params = ckpt.restore(state_lib.restore_target(abstract, shardings), model_config,
                                    which='best')[0].params
-      summary = evaluator.summary(state.params, int(state.step), best_params)
+      summary = evaluator.summary(state.params, int(state.step), best_params, reported_number)
+      summary['fidelity'] = {'dropout_mode': model_config.dropout_mode,
+                             'dropout_rate': model_config.dropout_rate,
+                             'matmul_precision': matmul_precision or 'default',
+                             'reported_number': reported_number,
+                             'test_at_every_eval': test_at_every_eval}
       summary['last_checkpoint_step'] = ckpt.latest_step()
       write_summary(run_dir, summary, gin.operative_config_str())
       return summary
@@ -223,6 +242,14 @@ def _load_teacher(checkpoint: Optional[str], student: T5Config, mesh, rules):
                      f'has {student.vocab_size}; soft targets need one vocabulary')
   log(f'teacher for soft targets: {checkpoint}')
   return config, params
+
+
+def _matmul_precision(name: Optional[str]):
+  """The jax.default_matmul_precision context of the run; a bad name is refused up front."""
+  try:
+    return jax.default_matmul_precision(name)
+  except ValueError as e:
+    raise ValueError(f'train.matmul_precision={name!r} (gin MATMUL_PRECISION): {e}') from None
 
 
 def _check_vocab(task, config: T5Config):
