@@ -362,6 +362,24 @@ def _same_bytes(a: str, b: str) -> bool:
     return fa.read() == fb.read()
 
 
+def collect(root: str, experiment: str) -> List[str]:
+  """Copies every finished run's sweep_run.json under ROOT (a sweep's root) to
+  EXPERIMENT/runs/<run name>.json, the summaries a report is built from and that results/
+  commits; returns the run names."""
+  names = []
+  for path in sorted(glob.glob(os.path.join(root, '*', 'sweep_run.json'))):
+    name = os.path.basename(os.path.dirname(path))
+    os.makedirs(os.path.join(experiment, 'runs'), exist_ok=True)
+    with open(path) as f:
+      text = f.read()
+    with open(os.path.join(experiment, 'runs', f'{name}.json'), 'w') as f:
+      f.write(text)
+    names.append(name)
+  if not names:
+    raise FileNotFoundError(f'{root}: no finished runs (*/sweep_run.json)')
+  return names
+
+
 def main(argv: Optional[Iterable[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m dssb.report', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -369,10 +387,14 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
   parser.add_argument('--out', help='where to write (default: the experiment folder)')
   parser.add_argument('--paper_numbers', default=PAPER_NUMBERS)
   parser.add_argument('--data_dir', help='the DSS data (default: DSSB_DATA_DIR)')
+  parser.add_argument('--collect', metavar='ROOT',
+                      help='first copy the finished runs of the sweep at ROOT into runs/')
   parser.add_argument('--check', action='store_true',
                       help='write nothing; exit 1 if the committed files differ from a rebuild')
   args = parser.parse_args(None if argv is None else list(argv))
   try:
+    if args.collect:
+      print(f'{len(collect(args.collect, args.experiment))} runs from {args.collect}')
     if args.check:
       stale = differences(args.experiment, args.out or args.experiment, args.paper_numbers,
                           args.data_dir)

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Fresh machine -> a trained tiny T5 student: set up .venv, then distilling step-by-step on
-# SVAMP with the PaLM rationales on the CPU (a few minutes). Extra arguments go to dssb.train.
+# The README's main job. Fresh machine -> the CPU mini-reproduction of distilling step-by-step:
+# set up .venv, then small T5s trained FROM SCRATCH on CQA and SVAMP (PaLM's released
+# rationales), standard finetuning vs step-by-step at 12.5% and 100% of the data, 3 seeds
+# (gin/cpu/mini_repro_short.gin, 24 runs), then the report in results/mini_repro/.
+#   bash experiments/quickstart.sh          # the short default
+#   bash experiments/quickstart.sh --full   # the whole grid (gin/cpu/mini_repro.gin, 72 runs)
+# Stopped, it continues where it was when run again (finished runs are skipped, the rest resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SKIP_LAUNCH_ENV=1 bash experiments/setup.sh  # no SkyPilot env: it only launches on clusters
+SWEEP=gin/cpu/mini_repro_short.gin
+if [ "${1:-}" = "--full" ]; then SWEEP=gin/cpu/mini_repro.gin; shift; fi
+SKIP_LAUNCH_ENV=1 bash experiments/setup.sh
 if [ -z "${DSSB_DATA_DIR:-}" ] && [ -d ../shared/dss_data/datasets ]; then
   export DSSB_DATA_DIR=$(cd ../shared/dss_data && pwd)
 fi
@@ -11,7 +18,7 @@ if [ -z "${DSSB_DATA_DIR:-}" ]; then
   export DSSB_DATA_DIR=$HOME/.cache/dssb/dss_data
   [ -d "$DSSB_DATA_DIR/datasets" ] || .venv/bin/python -m dssb.data download --out "$DSSB_DATA_DIR"
 fi
-MODEL_DIR=${MODEL_DIR:-/tmp/dssb_quickstart}
-.venv/bin/python -m dssb.train --gin_file=gin/cpu/svamp_step_by_step.gin \
-  --gin.MODEL_DIR="'$MODEL_DIR'" "$@"
-echo "results: $MODEL_DIR/results.json"
+ROOT=${ROOT:-runs/mini_repro}
+.venv/bin/python -m dssb.sweep --gin_file=$SWEEP --root "$ROOT" "$@"
+.venv/bin/python -m dssb.report results/mini_repro --collect "$ROOT"
+echo "report: results/mini_repro/README.md"

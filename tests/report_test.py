@@ -146,3 +146,16 @@ def test_a_malformed_summary_is_named(tmp_path):
   with pytest.raises(ValueError, match=r'bad.json: no "results"'):
     report.load_runs(str(tmp_path))
   assert report.main([str(tmp_path / 'nowhere')]) == 2
+
+
+def test_collect_copies_only_finished_runs_of_a_sweep(tmp_path):
+  root, experiment = tmp_path / 'sweep_root', tmp_path / 'results_exp'
+  (root / 'dataset=svamp,seed=0').mkdir(parents=True)
+  (root / 'dataset=svamp,seed=1' / 'checkpoints').mkdir(parents=True)  # unfinished: no summary
+  summary = json.dumps({'settings': {'DATASET': 'svamp'}, 'command': 'c', 'results': {}})
+  (root / 'dataset=svamp,seed=0' / 'sweep_run.json').write_text(summary)
+  assert report.collect(str(root), str(experiment)) == ['dataset=svamp,seed=0']
+  assert (experiment / 'runs' / 'dataset=svamp,seed=0.json').read_text() == summary
+  assert sorted(os.listdir(experiment / 'runs')) == ['dataset=svamp,seed=0.json']
+  with pytest.raises(FileNotFoundError, match='no finished runs'):
+    report.collect(str(tmp_path / 'empty'), str(experiment))
