@@ -27,6 +27,7 @@ teacher-forced forward pass per batch for the eval loss, timed apart.
 """
 
 import argparse
+import json
 import os
 
 # PyTorch's OpenMP threads spin while they wait; on this shared machine (other jobs on the same 2
@@ -51,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import seqio
 import torch
+import transformers
 
 from dssb import checkpoints, evaluate, gin_utils, input_pipeline, optimizers, packing, train
 from dssb.data import tasks
@@ -142,9 +144,8 @@ def same_model_check(config, params, model, tokenizer, examples, idx):
       examples, idx, LENGTHS, input_pipeline.DEFAULT_LENGTH_BUCKETS))
   loss_fn = train.make_loss_fn(T5(config), ALPHA, 0.0, 0.0)
   ours = float(loss_fn(params, batch, jax.random.PRNGKey(0), enable_dropout=False)[0])
-  trainer = OfficialTrainer.__new__(OfficialTrainer)
-  trainer.collator = DataCollatorForSeq2Seq(tokenizer=tokenizer, model=model)
-  inputs = trainer.collate(official_features(examples, idx))
+  collator = DataCollatorForSeq2Seq(tokenizer=tokenizer, model=model)
+  inputs = official_collate(collator, official_features(examples, idx))
   model.eval()
   with torch.no_grad():
     theirs = float(ALPHA * model(**inputs['pred']).loss
@@ -168,6 +169,15 @@ def official_features(examples, indices):
   return out
 
 
+def official_collate(collator, features):
+  """run.py's TaskPrefixDataCollator: the 'predict' and the 'explain' features, each padded
+  by DataCollatorForSeq2Seq to its own longest row (labels with -100)."""
+  pred = [{k: f[k] for k in ('input_ids', 'attention_mask', 'labels')} for f in features]
+  expl = [{'input_ids': f['expl_input_ids'], 'attention_mask': f['expl_attention_mask'],
+           'labels': f['aux_labels']} for f in features]
+  return {'pred': collator(pred), 'expl': collator(expl)}
+
+
 class OfficialTrainer:
   """run.py's TaskPrefixDataCollator + TaskPrefixTrainer.compute_loss + the HF Trainer's step."""
 
@@ -179,14 +189,8 @@ class OfficialTrainer:
     self.opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     self.sched = get_linear_schedule_with_warmup(self.opt, 0, PAPER_STEPS)
 
-  def collate(self, features):
-    pred = [{k: f[k] for k in ('input_ids', 'attention_mask', 'labels')} for f in features]
-    expl = [{'input_ids': f['expl_input_ids'], 'attention_mask': f['expl_attention_mask'],
-             'labels': f['aux_labels']} for f in features]
-    return {'pred': self.collator(pred), 'expl': self.collator(expl)}
-
   def run(self, features):
-    inputs = self.collate(features)
+    inputs = official_collate(self.collator, features)
     loss = (ALPHA * self.model(**inputs['pred']).loss
             + (1 - ALPHA) * self.model(**inputs['expl']).loss)
     loss.backward()
@@ -212,6 +216,9 @@ def train_rounds(args, examples, config, params, model, tokenizer):
   work = {name: (args.fixed_batch if name == 'dssb_fixed' else BATCH * args.batches)
           for name in makers}
   work['official'] = BATCH * args.batches
+  filled = {name: 1 - statistics.mean(input_pipeline.padding_fraction(make())
+                                      for make in makers[name]) for name in makers}
+  filled['official'] = filled['dssb_longest_row']  # the collator pads to each longest row
   tokens = {name: non_pad_tokens(examples, fixed_idx if name == 'dssb_fixed'
                                  else np.concatenate(batches_idx)) for name in work}
 
@@ -235,7 +242,10 @@ def train_rounds(args, examples, config, params, model, tokenizer):
                           'tokens_per_s': tokens[name] / s} for name, s in seconds.items()})
     print(f'train round {r}: ' + ', '.join(f'{n} {v["examples_per_s"]:.2f} ex/s'
                                            for n, v in rounds[-1].items()), flush=True)
-  return summarize_train(rounds, trainer, warmup, work, tokens, shape, makers)
+  out = summarize_train(rounds, trainer, warmup, work, tokens, shape, makers)
+  for name, share in filled.items():
+    out['contenders'][name]['token_share_of_slots'] = share
+  return out
 
 
 def summarize_train(rounds, trainer, warmup, work, tokens, shape, makers):
@@ -262,8 +272,8 @@ def summarize_train(rounds, trainer, warmup, work, tokens, shape, makers):
 def dssb_eval_pass(config, params, task, examples):
   decode = lambda p, enc: generate(config, p, enc, DECODE_LEN)
   start = time.perf_counter()
-  predictions, targets = evaluate.predict(decode, params, examples, task, LENGTHS, BATCH,
-                                          jnp.asarray)
+  predictions, targets, _ = evaluate.predict(decode, params, examples, task, LENGTHS, BATCH,
+                                             jnp.asarray)
   return time.perf_counter() - start, predictions, targets
 
 
@@ -272,6 +282,9 @@ def official_eval_pass(model, tokenizer, task, examples, with_loss):
   generate (and, with_loss, the teacher-forced forward it runs for the eval loss)."""
   from transformers import DataCollatorForSeq2Seq  # pylint: disable=g-import-not-at-top
   collator = DataCollatorForSeq2Seq(tokenizer=tokenizer, model=model)
+  # The task's vocabulary turns the ids into text, as dssb does: the HF tokenizer and seqio
+  # decode ids above the pieces (a random model's) differently, and the decode is not timed work.
+  vocab = task.output_features['targets'].vocabulary
   features = official_features(examples, np.arange(len(examples)))
   start = time.perf_counter()
   predictions = []
@@ -284,34 +297,97 @@ def official_eval_pass(model, tokenizer, task, examples, with_loss):
         continue
       out = model.generate(input_ids=pred['input_ids'], attention_mask=pred['attention_mask'],
                            max_new_tokens=DECODE_LEN, do_sample=False, num_beams=1)
-      texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-      predictions += [task.postprocess_fn(t, example=None, is_target=False) for t in texts]
+      predictions += [task.postprocess_fn(vocab.decode(_until_eos(row[1:])), example=None,
+                                          is_target=False) for row in out.tolist()]
   return time.perf_counter() - start, predictions
 
 
-def eval_rounds(args, config, params, model, tokenizer, task, examples):
-  model.eval()
-  first = {'dssb': dssb_eval_pass(config, params, task, examples)[0],
-           'official': official_eval_pass(model, tokenizer, task, examples, False)[0]}
-  print(f'eval first passes (dssb compiles): {first}', flush=True)
-  rounds = []
-  for _ in range(args.eval_rounds):
-    t_dssb, ours, targets = dssb_eval_pass(config, params, task, examples)
-    t_hf, theirs = official_eval_pass(model, tokenizer, task, examples, False)
-    rounds.append({'dssb_s': t_dssb, 'official_generate_s': t_hf, 'speedup': t_hf / t_dssb})
-    print(f'eval round: dssb {t_dssb:.1f} s, official generate {t_hf:.1f} s', flush=True)
-  loss_s = official_eval_pass(model, tokenizer, task, examples, True)[0]
-  metric = task.predict_metric_fns[0]
+def _until_eos(ids):
+  return ids[:ids.index(1)] if 1 in ids else ids
+
+
+def eval_input_slots(examples):
+  """Encoder input slots per scheme: dssb's sorted bucketed batches (their bucket lengths) and
+  the official in-order batches padded to their longest row; and the tokens they hold."""
+  lengths = examples.lengths['inputs']
   order = input_pipeline.eval_order(examples, len(examples), True)
-  shapes = {input_pipeline.padded_lengths(examples, order[i:i + BATCH], LENGTHS,
-                                          input_pipeline.DEFAULT_LENGTH_BUCKETS)['inputs']
-            for i in range(0, len(order), BATCH)}
+  buckets = [input_pipeline.bucket_length(int(lengths[order[i:i + BATCH]].max()),
+                                          LENGTHS['inputs'], input_pipeline.DEFAULT_LENGTH_BUCKETS)
+             for i in range(0, len(order), BATCH)]
+  longest = [int(lengths[i:i + BATCH].max()) for i in range(0, len(lengths), BATCH)]
+  return {'tokens': int(lengths.sum()), 'dssb_bucket_lengths': buckets,
+          'dssb_slots': BATCH * sum(buckets), 'official_slots': BATCH * sum(longest),
+          'fixed_slots': BATCH * len(buckets) * LENGTHS['inputs']}
+
+
+def warm_dssb_decode(config, params, bucket_lengths):
+  """Compiles dssb's decoding once per input bucket (a [BATCH, L] batch of each), untimed in
+  the rounds; returns the seconds (compile plus one decode per shape)."""
+  start = time.perf_counter()
+  for length in sorted(set(bucket_lengths)):
+    tokens = np.ones((BATCH, length), np.int32) * 5
+    np.asarray(generate(config, params, jnp.asarray(tokens), DECODE_LEN))
+  return time.perf_counter() - start
+
+
+def decode_breakdown(config, params, model, examples):
+  """Where an eval batch's time goes: both frameworks on the longest sorted batch, decoding 1
+  token (encoder + one step) and DECODE_LEN tokens; per step = the difference / (DECODE_LEN-1)."""
+  order = input_pipeline.eval_order(examples, len(examples), True)[:BATCH]
+  batch = input_pipeline.encdec_batch(examples, order, input_pipeline.padded_lengths(
+      examples, order, LENGTHS, input_pipeline.DEFAULT_LENGTH_BUCKETS))
+  enc = batch['label']['encoder_input_tokens']
+  enc_pt = torch.tensor(enc, dtype=torch.long)
+  out = {'batch_shape': list(enc.shape)}
+  for n in (1, DECODE_LEN):
+    np.asarray(generate(config, params, jnp.asarray(enc), n))  # compile
+    start = time.perf_counter()
+    np.asarray(generate(config, params, jnp.asarray(enc), n))
+    out[f'dssb_{n}_tokens_s'] = time.perf_counter() - start
+    with torch.no_grad():
+      start = time.perf_counter()
+      model.generate(input_ids=enc_pt, attention_mask=(enc_pt > 0).long(), max_new_tokens=n,
+                     min_new_tokens=n, do_sample=False, num_beams=1)
+      out[f'official_{n}_tokens_s'] = time.perf_counter() - start
+  for who in ('dssb', 'official'):
+    out[f'{who}_per_step_ms'] = 1000 * (out[f'{who}_{DECODE_LEN}_tokens_s']
+                                        - out[f'{who}_1_tokens_s']) / (DECODE_LEN - 1)
+  return out
+
+
+def eval_rounds(args, config, params, model, tokenizer, task, examples):
+  """Full evaluation passes, dssb and the official one alternating (who goes first too)."""
+  model.eval()
+  slots = eval_input_slots(examples)
+  warm_s = warm_dssb_decode(config, params, slots['dssb_bucket_lengths'])
+  print(f'eval: dssb decode warm-up (compile per bucket) {warm_s:.0f} s', flush=True)
+  rounds = []
+  for r in range(args.eval_rounds):
+    passes = {}
+    for who in (('dssb', 'official') if r % 2 == 0 else ('official', 'dssb')):
+      if who == 'dssb':
+        passes['dssb_s'], ours, gold = dssb_eval_pass(config, params, task, examples)
+      else:
+        passes['official_generate_s'], theirs = official_eval_pass(model, tokenizer, task,
+                                                                   examples, False)
+    passes['speedup'] = passes['official_generate_s'] / passes['dssb_s']
+    rounds.append(passes)
+    print(f"eval round {r}: dssb {passes['dssb_s']:.1f} s, official generate "
+          f"{passes['official_generate_s']:.1f} s", flush=True)
+  loss_s = official_eval_pass(model, tokenizer, task, examples, True)[0]
+  breakdown = decode_breakdown(config, params, model, examples)
+  print(f'eval breakdown: {breakdown}', flush=True)
+  metric = task.predict_metric_fns[0]
   return {
       'examples': len(examples), 'batch': BATCH, 'decode_tokens': DECODE_LEN,
-      'dssb_compiled_input_lengths': sorted(shapes),
-      'first_pass_s': first, 'official_eval_loss_forward_s': loss_s,
+      'input_slots': slots, 'dssb_warmup_s': warm_s, 'breakdown': breakdown,
+      'official_eval_loss_forward_s': loss_s,
+      # Seq2SeqTrainer.evaluate runs generate and the eval-loss forward on every batch.
+      'speedup_vs_official_evaluate': (
+          statistics.median(r['official_generate_s'] for r in rounds) + loss_s)
+                                      / statistics.median(r['dssb_s'] for r in rounds),
       'same_predictions_fraction': float(np.mean([a == b for a, b in zip(ours, theirs)])),
-      'accuracy': {'dssb': metric(targets, ours), 'official': metric(targets, theirs)},
+      'accuracy': {'dssb': metric(gold, ours), 'official': metric(gold, theirs)},
       'median_dssb_s': statistics.median(r['dssb_s'] for r in rounds),
       'median_official_generate_s': statistics.median(r['official_generate_s'] for r in rounds),
       'median_speedup': statistics.median(r['speedup'] for r in rounds),
@@ -358,7 +434,15 @@ def main():
   parser.add_argument('--eval_rounds', type=int, default=3)
   parser.add_argument('--eval_limit', type=int, help='first N validation examples (smoke runs)')
   parser.add_argument('--out', default='results/perf/paper_settings.json')
+  parser.add_argument('--render', action='store_true',
+                      help='only write the markdown summary of an existing --out JSON')
   args = parser.parse_args()
+  if args.render:
+    with open(args.out) as f:
+      result = json.load(f)
+    perf_report.write(args.out, result, summary_lines(result))
+    return
+  os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
   torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
   name = tasks.get_task_name('cqa', 'step_by_step', vocab_path=args.vocab)
   task = seqio.get_mixture_or_task(name)
@@ -374,12 +458,15 @@ def main():
     tokenizer = hf_tokenizer(args.vocab, tmp)
     model = hf_model(config, params, os.path.join(tmp, 'hf'))
   result = {
-      'command': (f'python experiments/bench_paper_settings.py --vocab {args.vocab} --rounds '
+      'command': (f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} "
+                  f'python experiments/bench_paper_settings.py --vocab {args.vocab} --rounds '
                   f'{args.rounds} --batches {args.batches} --fixed_batch {args.fixed_batch} '
                   f'--eval_rounds {args.eval_rounds}'
                   + (f' --eval_limit {args.eval_limit}' if args.eval_limit else '')),
       'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
-      'versions': {'jax': jax.__version__, 'torch': torch.__version__},
+      'versions': {'jax': jax.__version__, 'torch': torch.__version__,
+                   'transformers': transformers.__version__},
+      'load_average_at_start': os.getloadavg(),
       'torch_threads': torch.get_num_threads(),
       'OMP_WAIT_POLICY': os.environ['OMP_WAIT_POLICY'],
       'vocab': {'path': args.vocab, 'size': task.output_features['targets'].vocabulary.vocab_size},
@@ -393,28 +480,66 @@ def main():
   print(result['same_model_loss_without_dropout'], flush=True)
   result['evaluation'] = eval_rounds(args, config, params, model, tokenizer, task, valid_ex)
   result['train'] = train_rounds(args, train_ex, config, params, model, tokenizer)
+  result['targets'] = targets(result)
+  result['load_average_at_end'] = os.getloadavg()
+  with open(args.out, 'w') as f:  # first, so a summary can be rendered again (--render)
+    json.dump(result, f, indent=1)
   perf_report.write(args.out, result, summary_lines(result))
+
+
+# issue 12's targets: (what, measured ratio's place in the result, at least)
+TARGETS = (('bucketed train examples/s vs official', ('train', 'dssb_bucketed'), 1.2),
+           ('packed train examples/s vs official', ('train', 'dssb_packed'), 1.5),
+           ('evaluation pass vs official generate', ('evaluation', 'median_speedup'), 2.0))
+
+
+def targets(result):
+  """Each target with its measured ratio and whether it is met."""
+  out = []
+  for what, (part, key), least in TARGETS:
+    ratio = (result['train']['contenders'][key]['median_ratio_to_official'] if part == 'train'
+             else result['evaluation'][key])
+    out.append({'target': what, 'at_least': least, 'measured': ratio, 'met': ratio >= least})
+  return out
 
 
 def summary_lines(result):
   c, e = result['train']['contenders'], result['evaluation']
-  lines = [f"CQA step-by-step, 1024/256, T5 v1.1-small size, vocab {result['vocab']['size']}; "
-           'train examples/s and non-pad tokens/s (medians), ratio to the official pipeline:']
+  lines = [f"CQA step-by-step, 1024/256, batch {BATCH}, T5 v1.1-small size (random init), "
+           f"data vocabulary of {result['vocab']['size']} pieces; medians of "
+           f"{len(result['train']['rounds'])} alternating rounds.", '',
+           f"{'train contender':17s} {'ex/s':>6s} {'non-pad tok/s':>13s} {'x official':>10s} "
+           f"{'tokens/slots':>12s}  compile"]
   for name, v in c.items():
-    lines.append(f"  {name:17s} {v['median_examples_per_s']:6.2f} ex/s "
-                 f"{v['median_non_pad_tokens_per_s']:7.0f} tok/s  "
-                 f"x{v['median_ratio_to_official']:.2f}" + (
-                     f"  ({v['compiled_shapes']} shapes, {v['compile_seconds']:.0f} s compile)"
-                     if 'compiled_shapes' in v else ''))
+    lines.append(f"{name:17s} {v['median_examples_per_s']:6.2f} "
+                 f"{v['median_non_pad_tokens_per_s']:13.0f} {v['median_ratio_to_official']:10.2f} "
+                 f"{v['token_share_of_slots']:12.1%}  " + (
+                     f"{v['compiled_shapes']} shape(s), {v['compile_seconds']:.0f} s"
+                     if 'compiled_shapes' in v else '-'))
   run = result['cqa_run']
-  lines.append(f"a {run['steps']}-step CQA run compiles {run['compiled_shapes']} train shapes; "
-               'token share of slots: ' + ', '.join(
-                   f'{k} {v:.1%}' for k, v in run['token_share_of_slots'].items()))
-  lines.append(f"evaluation, {e['examples']} CQA validation examples, {e['decode_tokens']} "
-               f"tokens: dssb {e['median_dssb_s']:.1f} s, HF generate "
-               f"{e['median_official_generate_s']:.1f} s: x{e['median_speedup']:.2f} "
-               f"(+{e['official_eval_loss_forward_s']:.1f} s eval-loss forward in the official "
-               f"trainer); same predictions {e['same_predictions_fraction']:.3f}")
+  lines += ['', f"A {run['steps']}-step CQA run (batch {run['batch']}) compiles "
+            f"{run['compiled_shapes']} bucketed train shapes; tokens / slots: " + ', '.join(
+                f'{k} {v:.1%}' for k, v in run['token_share_of_slots'].items())]
+  slots, b = e['input_slots'], e['breakdown']
+  lines += ['', f"Evaluation: all {e['examples']} CQA validation examples, greedy, "
+            f"{e['decode_tokens']} tokens, batches of {e['batch']}: dssb (sorted, bucketed) "
+            f"{e['median_dssb_s']:.1f} s, HF generate {e['median_official_generate_s']:.1f} s: "
+            f"x{e['median_speedup']:.2f}; with the official trainer's eval-loss forward "
+            f"(+{e['official_eval_loss_forward_s']:.1f} s): "
+            f"x{e['speedup_vs_official_evaluate']:.2f}. Same predictions: "
+            f"{e['same_predictions_fraction']:.3f}. dssb warm-up (compile per "
+            f"bucket) {e['dssb_warmup_s']:.0f} s, apart.",
+            f"Encoder input tokens / slots: dssb {slots['tokens'] / slots['dssb_slots']:.1%}, "
+            f"official {slots['tokens'] / slots['official_slots']:.1%}, fixed "
+            f"{slots['tokens'] / slots['fixed_slots']:.1%}.",
+            f"Longest batch {b['batch_shape']}: decoding 1 token dssb "
+            f"{b['dssb_1_tokens_s']:.2f} s, HF {b['official_1_tokens_s']:.2f} s; "
+            f"per further step dssb "
+            f"{b['dssb_per_step_ms']:.0f} ms, HF {b['official_per_step_ms']:.0f} ms.",
+            '', 'Targets (issue 12):']
+  for t in result['targets']:
+    lines.append(f"  {t['target']}: at least x{t['at_least']}, measured x{t['measured']:.2f}: "
+                 + ('met' if t['met'] else 'NOT met'))
   return lines
 
 
