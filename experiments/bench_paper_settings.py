@@ -19,11 +19,22 @@ the official pipeline. dssb's compile time is reported apart (AOT lower + compil
 
 Evaluation: greedy decoding of 64 tokens over all of CQA validation, dssb (sorted by input
 length, bucketed batches of 64) against Hugging Face `generate` on batches of 64 in order, padded
-to their longest row, as the official Seq2SeqTrainer runs it; the official trainer also runs a
-teacher-forced forward pass per batch for the eval loss, timed apart.
+to their longest row, as the official Seq2SeqTrainer runs it (generation_max_length 64); the
+official trainer also runs a teacher-forced forward pass per batch for the eval loss, timed apart.
+dssb's decoding is compiled for each input bucket before the passes (reported apart); the passes
+alternate which goes first. Both sides' ids are decoded to text by the task's vocabulary, so the
+predictions compare like for like (a random model emits ids the HF tokenizer decodes otherwise).
+A breakdown on the longest sorted batch times decoding 1 and 64 tokens in both frameworks.
 
-  python -m dssb.data train_vocab --dataset cqa --vocab_size 8000 --out /tmp/cqa_8000.model
-  python experiments/bench_paper_settings.py --vocab /tmp/cqa_8000.model [--rounds 5]
+The model is random (no pretrained weights here) and has T5's 32128 logits; the SentencePiece
+vocabulary is trained on CQA. This machine is shared with other jobs: absolute figures move with
+the load, the ratios of alternating rounds much less.
+
+  DSSB_DATA_DIR=/work/shared/dss_data python -m dssb.data train_vocab --dataset cqa \\
+      --vocab_size 8000 --out /tmp/cqa_8000.model
+  DSSB_DATA_DIR=/work/shared/dss_data python experiments/bench_paper_settings.py \\
+      --vocab /tmp/cqa_8000.model --rounds 3 --batches 1 --fixed_batch 2 --eval_rounds 2
+  python experiments/bench_paper_settings.py --render  # the .md again from the JSON
 """
 
 import argparse
@@ -424,40 +435,41 @@ def hf_tokenizer(vocab_path, tmp):
   return T5Tokenizer.from_pretrained(tmp, extra_ids=0)
 
 
-def main():
+def parse_args():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--vocab', required=True, help='SentencePiece model trained on CQA')
-  parser.add_argument('--rounds', type=int, default=5)
-  parser.add_argument('--batches', type=int, default=3, help='batches of 64 per round')
-  parser.add_argument('--fixed_batch', type=int, default=8)
-  parser.add_argument('--eval_rounds', type=int, default=3)
+  parser.add_argument('--vocab', help='SentencePiece model trained on CQA (required to run)')
+  parser.add_argument('--rounds', type=int, default=3, help='alternating train rounds')
+  parser.add_argument('--batches', type=int, default=1, help='batches of 64 per train round')
+  parser.add_argument('--fixed_batch', type=int, default=2,
+                      help='examples per round for dssb_fixed (1024/256 padding)')
+  parser.add_argument('--eval_rounds', type=int, default=2, help='full evaluation passes each')
   parser.add_argument('--eval_limit', type=int, help='first N validation examples (smoke runs)')
   parser.add_argument('--out', default='results/perf/paper_settings.json')
   parser.add_argument('--render', action='store_true',
                       help='only write the markdown summary of an existing --out JSON')
   args = parser.parse_args()
-  if args.render:
-    with open(args.out) as f:
-      result = json.load(f)
-    perf_report.write(args.out, result, summary_lines(result))
-    return
-  os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-  torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
-  name = tasks.get_task_name('cqa', 'step_by_step', vocab_path=args.vocab)
+  if not args.render and not args.vocab:
+    parser.error('--vocab is required (python -m dssb.data train_vocab --dataset cqa ...)')
+  return args
+
+
+def load_cqa(vocab, eval_limit):
+  """(task, train examples, validation examples) of CQA step-by-step at LENGTHS."""
+  name = tasks.get_task_name('cqa', 'step_by_step', vocab_path=vocab)
   task = seqio.get_mixture_or_task(name)
   train_ex = input_pipeline.load_examples(name, 'train', LENGTHS)
   valid_ex = input_pipeline.load_examples(name, 'validation', LENGTHS)
-  if args.eval_limit:
-    valid_ex = input_pipeline.Examples({k: v[:args.eval_limit] for k, v in valid_ex.tokens.items()},
-                                       {k: v[:args.eval_limit] for k, v in valid_ex.texts.items()},
+  if eval_limit:
+    valid_ex = input_pipeline.Examples({k: v[:eval_limit] for k, v in valid_ex.tokens.items()},
+                                       {k: v[:eval_limit] for k, v in valid_ex.texts.items()},
                                        valid_ex.truncated)
-  config = model_config()
-  params = init_params(config, jax.random.PRNGKey(0))
-  with tempfile.TemporaryDirectory() as tmp:
-    tokenizer = hf_tokenizer(args.vocab, tmp)
-    model = hf_model(config, params, os.path.join(tmp, 'hf'))
-  result = {
+  return task, train_ex, valid_ex
+
+
+def settings_record(args, config, task, train_ex):
+  """The command, machine and settings of this run, and what a full CQA run would pad."""
+  return {
       'command': (f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} "
                   f'python experiments/bench_paper_settings.py --vocab {args.vocab} --rounds '
                   f'{args.rounds} --batches {args.batches} --fixed_batch {args.fixed_batch} '
@@ -474,6 +486,24 @@ def main():
       'feature_lengths': LENGTHS, 'batch': BATCH, 'length_buckets':
           list(input_pipeline.DEFAULT_LENGTH_BUCKETS), 'packing_examples_per_row': PACK_PER_ROW,
       'cqa_run': run_shapes(train_ex)}
+
+
+def main():
+  args = parse_args()
+  if args.render:
+    with open(args.out) as f:
+      result = json.load(f)
+    perf_report.write(args.out, result, summary_lines(result))
+    return
+  os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
+  torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
+  task, train_ex, valid_ex = load_cqa(args.vocab, args.eval_limit)
+  config = model_config()
+  params = init_params(config, jax.random.PRNGKey(0))
+  with tempfile.TemporaryDirectory() as tmp:
+    tokenizer = hf_tokenizer(args.vocab, tmp)
+    model = hf_model(config, params, os.path.join(tmp, 'hf'))
+  result = settings_record(args, config, task, train_ex)
   result['same_model_loss_without_dropout'] = same_model_check(
       config, params, model, tokenizer, train_ex, input_pipeline.train_indices(
           len(train_ex), 0, BATCH, seed=0))
@@ -504,10 +534,14 @@ def targets(result):
 
 
 def summary_lines(result):
-  c, e = result['train']['contenders'], result['evaluation']
+  c = result['train']['contenders']
   lines = [f"CQA step-by-step, 1024/256, batch {BATCH}, T5 v1.1-small size (random init), "
            f"data vocabulary of {result['vocab']['size']} pieces; medians of "
-           f"{len(result['train']['rounds'])} alternating rounds.", '',
+           f"{len(result['train']['rounds'])} alternating rounds.",
+           f"Machine: {result['machine']}, shared with other jobs (load average "
+           f"{result['load_average_at_start'][0]:.1f} at the start, "
+           f"{result['load_average_at_end'][0]:.1f} at the end); " + ', '.join(
+               f'{k} {v}' for k, v in result['versions'].items()) + '.', '',
            f"{'train contender':17s} {'ex/s':>6s} {'non-pad tok/s':>13s} {'x official':>10s} "
            f"{'tokens/slots':>12s}  compile"]
   for name, v in c.items():
@@ -520,8 +554,15 @@ def summary_lines(result):
   lines += ['', f"A {run['steps']}-step CQA run (batch {run['batch']}) compiles "
             f"{run['compiled_shapes']} bucketed train shapes; tokens / slots: " + ', '.join(
                 f'{k} {v:.1%}' for k, v in run['token_share_of_slots'].items())]
+  return lines + eval_lines(result) + ['', 'Targets (issue 12):'] + [
+      f"  {t['target']}: at least x{t['at_least']}, measured x{t['measured']:.2f}: "
+      + ('met' if t['met'] else 'NOT met') for t in result['targets']]
+
+
+def eval_lines(result):
+  e = result['evaluation']
   slots, b = e['input_slots'], e['breakdown']
-  lines += ['', f"Evaluation: all {e['examples']} CQA validation examples, greedy, "
+  lines = ['', f"Evaluation: all {e['examples']} CQA validation examples, greedy, "
             f"{e['decode_tokens']} tokens, batches of {e['batch']}: dssb (sorted, bucketed) "
             f"{e['median_dssb_s']:.1f} s, HF generate {e['median_official_generate_s']:.1f} s: "
             f"x{e['median_speedup']:.2f}; with the official trainer's eval-loss forward "
@@ -535,11 +576,7 @@ def summary_lines(result):
             f"Longest batch {b['batch_shape']}: decoding 1 token dssb "
             f"{b['dssb_1_tokens_s']:.2f} s, HF {b['official_1_tokens_s']:.2f} s; "
             f"per further step dssb "
-            f"{b['dssb_per_step_ms']:.0f} ms, HF {b['official_per_step_ms']:.0f} ms.",
-            '', 'Targets (issue 12):']
-  for t in result['targets']:
-    lines.append(f"  {t['target']}: at least x{t['at_least']}, measured x{t['measured']:.2f}: "
-                 + ('met' if t['met'] else 'NOT met'))
+            f"{b['dssb_per_step_ms']:.0f} ms, HF {b['official_per_step_ms']:.0f} ms."]
   return lines
 
 
