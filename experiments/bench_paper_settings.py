@@ -543,13 +543,15 @@ def summary_lines(result):
            f"{result['load_average_at_end'][0]:.1f} at the end); " + ', '.join(
                f'{k} {v}' for k, v in result['versions'].items()) + '.', '',
            f"{'train contender':17s} {'ex/s':>6s} {'non-pad tok/s':>13s} {'x official':>10s} "
-           f"{'tokens/slots':>12s}  compile"]
+           f"{'tokens/slots':>12s}  {'compile':20s} x official per round"]
   for name, v in c.items():
+    per_round = ' '.join(f"{r[name]['examples_per_s'] / r['official']['examples_per_s']:.2f}"
+                         for r in result['train']['rounds'])
     lines.append(f"{name:17s} {v['median_examples_per_s']:6.2f} "
                  f"{v['median_non_pad_tokens_per_s']:13.0f} {v['median_ratio_to_official']:10.2f} "
                  f"{v['token_share_of_slots']:12.1%}  " + (
                      f"{v['compiled_shapes']} shape(s), {v['compile_seconds']:.0f} s"
-                     if 'compiled_shapes' in v else '-'))
+                     if 'compiled_shapes' in v else '-').ljust(22) + per_round)
   run = result['cqa_run']
   lines += ['', f"A {run['steps']}-step CQA run (batch {run['batch']}) compiles "
             f"{run['compiled_shapes']} bucketed train shapes; tokens / slots: " + ', '.join(
@@ -569,7 +571,8 @@ def eval_lines(result):
             f"(+{e['official_eval_loss_forward_s']:.1f} s): "
             f"x{e['speedup_vs_official_evaluate']:.2f}. Same predictions: "
             f"{e['same_predictions_fraction']:.3f}. dssb warm-up (compile per "
-            f"bucket) {e['dssb_warmup_s']:.0f} s, apart.",
+            f"bucket) {e['dssb_warmup_s']:.0f} s, apart. Per round: " + ' '.join(
+                f"x{r['speedup']:.2f}" for r in e['rounds']) + '.',
             f"Encoder input tokens / slots: dssb {slots['tokens'] / slots['dssb_slots']:.1%}, "
             f"official {slots['tokens'] / slots['official_slots']:.1%}, fixed "
             f"{slots['tokens'] / slots['fixed_slots']:.1%}.",
