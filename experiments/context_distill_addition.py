@@ -5,9 +5,10 @@ task (label-only vs label + scratchpad rationale). Then the report in results/.
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition --report_only
 
-The committed results ran (2 cores, about 2 hours, shared with other jobs):
+The committed results ran as two processes side by side (2 cores, shared with other jobs):
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition \
-      --soft_form_seeds 0 --teacher_500_seeds
+      --soft_form_seeds 0 --teacher_500_seeds --parts table3
+  python experiments/context_distill_addition.py --work_dir /tmp/cd_addition --parts fractions
 
 Each cell is a gin/paper/cd_*.gin file shrunk by gin/cpu/cd_addition_mini.gin (a small T5 from
 scratch, 1-3 digit operands). Killed, it resumes: finished runs are skipped (their summaries are
@@ -99,6 +100,8 @@ def main(argv=None):
   parser.add_argument('--gin_file', action='append', default=[],
                       help='extra gin file(s) included last (e.g. gin/cpu/cd_addition_tiny.gin '
                       'for a smoke run)')
+  parser.add_argument('--parts', nargs='+', default=['table3', 'fractions', 'teacher_500'],
+                      help='which parts to run (two processes may run different parts)')
   parser.add_argument('--report_only', action='store_true')
   args = parser.parse_args(argv)
   os.chdir(REPO)
@@ -109,7 +112,7 @@ def main(argv=None):
              ('teacher_500', args.seeds if args.teacher_500_seeds is None
               else args.teacher_500_seeds))
     soft_form_seeds = args.seeds if args.soft_form_seeds is None else args.soft_form_seeds
-    for part, seeds in parts:  # Table 3 over all seeds first
+    for part, seeds in (p for p in parts if p[0] in args.parts):  # Table 3's seeds first
       for seed in seeds:
         data = cd_runs.data_settings((_paper('cd_table3_teacher'), MINI) + extra_gin,
                                      (f'SEED={seed}', "MODEL_DIR='x'"))
@@ -118,6 +121,8 @@ def main(argv=None):
         for run, template in plan(args.work_dir, seed, extra_gin, part):
           if run.name in EXTRA_SOFT_FORMS and seed not in soft_form_seeds:
             continue
+          if run.name == 'label_only_f1.0' and seed not in args.fraction_seeds:
+            continue  # a point of the fraction curves, not a Table 3 cell
           cd_runs.execute(run, seed, args.out, lambda r=run, t=template: extra(r, t))
   context_distill_report.write_addition(args.out)
 
