@@ -7,8 +7,9 @@ task (label-only vs label + scratchpad rationale). Then the report in results/.
 
 The committed results ran as two processes side by side (2 cores, shared with other jobs):
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition \
-      --soft_form_seeds 0 --teacher_500_seeds --parts table3
-  python experiments/context_distill_addition.py --work_dir /tmp/cd_addition --parts fractions
+      --soft_form_seeds 0 --teacher_500_seeds --multitask_seeds 0 --parts table3
+  python experiments/context_distill_addition.py --work_dir /tmp/cd_addition --parts fractions \
+      --fractions 0.125 0.5
 
 Each cell is a gin/paper/cd_*.gin file shrunk by gin/cpu/cd_addition_mini.gin (a small T5 from
 scratch, 1-3 digit operands). Killed, it resumes: finished runs are skipped (their summaries are
@@ -40,7 +41,8 @@ def _paper(name):
   return f'gin/paper/{name}.gin'
 
 
-def plan(work: str, seed: int, extra_gin: tuple, part: str) -> list:
+def plan(work: str, seed: int, extra_gin: tuple, part: str,
+         fractions: tuple = FRACTIONS[:-1]) -> list:
   """(Run, template of its evaluation) in order. Part 'table3': the teacher, its distillation
   set, the students and controls; 'fractions': label-only and step-by-step at the fractions
   below 100% (the 100% runs belong to Table 3); 'teacher_500': a teacher on a quarter of the
@@ -59,7 +61,7 @@ def plan(work: str, seed: int, extra_gin: tuple, part: str) -> list:
 
   if part == 'fractions':
     return [(train(f'{name}_f{fraction}', gin_name, *common, f'FRACTION={fraction}'), 'student')
-            for fraction in sorted(FRACTIONS, reverse=True) if fraction < 1.0
+            for fraction in fractions if fraction < 1.0
             for name, gin_name in (('multitask', 'cd_table3_multitask'),
                                    ('label_only', 'cd_label_only'))]
   if part == 'teacher_500':  # the paper's number of scratchpads, the same steps
@@ -100,6 +102,11 @@ def main(argv=None):
   parser.add_argument('--gin_file', action='append', default=[],
                       help='extra gin file(s) included last (e.g. gin/cpu/cd_addition_tiny.gin '
                       'for a smoke run)')
+  parser.add_argument('--fractions', type=float, nargs='+', default=FRACTIONS[:-1],
+                      help='fractions below 100%% for the fractions part, run in this order')
+  parser.add_argument('--multitask_seeds', type=int, nargs='*', default=None,
+                      help='seeds of the 4000-step multi-task cell of Table 3; default: every '
+                      'seed')
   parser.add_argument('--parts', nargs='+', default=['table3', 'fractions', 'teacher_500'],
                       help='which parts to run (two processes may run different parts)')
   parser.add_argument('--report_only', action='store_true')
@@ -118,11 +125,14 @@ def main(argv=None):
                                      (f'SEED={seed}', "MODEL_DIR='x'"))
         extra = cd_runs.evaluation(data, os.path.join(args.work_dir, f'seed{seed}', 'teacher'),
                                    max_length=64, digits_of=_digits)
-        for run, template in plan(args.work_dir, seed, extra_gin, part):
+        for run, template in plan(args.work_dir, seed, extra_gin, part, args.fractions):
           if run.name in EXTRA_SOFT_FORMS and seed not in soft_form_seeds:
             continue
           if run.name == 'label_only_f1.0' and seed not in args.fraction_seeds:
             continue  # a point of the fraction curves, not a Table 3 cell
+          if run.name == 'multitask_f1.0' and seed not in (
+              args.seeds if args.multitask_seeds is None else args.multitask_seeds):
+            continue
           cd_runs.execute(run, seed, args.out, lambda r=run, t=template: extra(r, t))
   context_distill_report.write_addition(args.out)
 
