@@ -40,6 +40,10 @@ PAPER_ROWS = {('standard', None): 'standard_finetuning',
               ('step_by_step', 'gpt_neox'): 'step_by_step_gpt_neox_20b'}
 PAPER_SIZES_IN_PLOTS_ONLY = ('large', 'xl', 'xxl', '770m', '11b')
 DATASET_TITLES = {'cqa': 'CQA', 'svamp': 'SVAMP', 'esnli': 'e-SNLI', 'anli1': 'ANLI (R1)'}
+# The synthetic task of Snell et al. 2022 (experiments/context_distill_report.py adds its
+# fraction runs): no paper value, no released teacher.
+SYNTHETIC_TITLES = {'addition': 'addition (synthetic, exact scratchpads)'}
+TITLES = {**DATASET_TITLES, **SYNTHETIC_TITLES}
 UNIFORM_CHANCE = {'cqa': 100 / 5, 'esnli': 100 / 3, 'anli1': 100 / 3}
 GROUP_SKIP = ('SEED', 'MODEL_DIR')  # settings that do not define a cell
 
@@ -173,6 +177,8 @@ def chance(dataset: str, data_dir: Optional[str] = None) -> dict:
   answer on test, computed from the test file."""
   if dataset in UNIFORM_CHANCE:
     return {'accuracy': UNIFORM_CHANCE[dataset], 'how': 'uniform guess'}
+  if dataset not in DATASET_TITLES:  # the synthetic addition task: exact sums, no chance level
+    return {'accuracy': None, 'how': 'synthetic task (exact answers)'}
   from dssb.data import metrics, splits  # pylint: disable=g-import-not-at-top
   try:
     rows = splits.load_split(dataset, 'test', teacher=None, data_dir=data_dir)
@@ -188,6 +194,8 @@ def chance(dataset: str, data_dir: Optional[str] = None) -> dict:
 def teacher_accuracy(dataset: str, teacher: str = 'palm',
                      data_dir: Optional[str] = None) -> Optional[float]:
   """The teacher's test accuracy from its released outputs, with the paper's metric."""
+  if dataset not in DATASET_TITLES:
+    return None
   from dssb.data import metrics, splits  # pylint: disable=g-import-not-at-top
   try:
     rows = splits.load_split(dataset, 'test', teacher=teacher, data_dir=data_dir)
@@ -209,7 +217,8 @@ def build(experiment: str, paper_numbers: str = PAPER_NUMBERS,
     cell['paper'] = paper_value(cell, paper)
   datasets = {}
   for name in sorted({c['dataset'] for c in table}):
-    teachers = sorted({c['teacher'] for c in table if c['dataset'] == name and c['teacher']})
+    teachers = sorted({c['teacher'] for c in table if c['dataset'] == name and c['teacher']
+                       and name not in SYNTHETIC_TITLES})  # exact rationales: no teacher
     datasets[name] = {'chance': chance(name, data_dir),
                       'teacher_test_accuracy': {t: teacher_accuracy(name, t, data_dir)
                                                 for t in teachers}}
@@ -243,7 +252,7 @@ def markdown(report: dict) -> str:
       '',
   ]
   for name, info in report['datasets'].items():
-    title = DATASET_TITLES.get(name, name)
+    title = TITLES.get(name, name)
     chance_ = info['chance']
     teachers = ', '.join(f'{t}: {_number(a)}' for t, a in info['teacher_test_accuracy'].items())
     lines += [
@@ -320,7 +329,7 @@ def plot_fractions(report: dict, dataset: str, path: str) -> None:
   ax.set_xlabel('% of the training set')
   ax.set_ylabel('test accuracy (%), last step')
   ax.set_ylim(0, 100)
-  ax.set_title(f'{DATASET_TITLES.get(dataset, dataset)}: {report["experiment"]}')
+  ax.set_title(f'{TITLES.get(dataset, dataset)}: {report["experiment"]}')
   ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
   fig.tight_layout()
   save_png(fig, path)

@@ -341,12 +341,44 @@ def write_cqa(out: str) -> dict:
   return tables
 
 
+def write_fraction_runs(out: str, experiment: str) -> list:
+  """The addition task's data-fraction runs (label-only = standard finetuning on the answer,
+  multi-task = distilling step-by-step with the exact scratchpad as rationale) as sweep run
+  summaries in EXPERIMENT/runs/, so `python -m dssb.report EXPERIMENT` shows them beside CQA
+  and SVAMP. Returns the files written."""
+  written = []
+  for name, summaries in sorted(load_summaries(out).items()):
+    recipe = {'label_only': 'standard', 'multitask': 'step_by_step'}.get(name.split('_f')[0])
+    if recipe is None or '_f' not in name:
+      continue
+    fraction = float(name.rsplit('_f', 1)[1])
+    for s in summaries:
+      settings = {'DATASET': 'addition', 'RECIPE': recipe, 'FRACTION': fraction,
+                  'SEED': s['seed']}
+      run = ','.join(f'{k.lower()}={v}' for k, v in settings.items())
+      path = os.path.join(experiment, 'runs', f'{run}.json')
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, 'w') as f:
+        json.dump({'sweep': 'context_distillation_fractions', 'run': run, 'settings': settings,
+                   'command': s['command'], 'results': s['results'],
+                   'seconds': s.get('seconds')}, f, indent=1)
+        f.write('\n')
+      written.append(path)
+  return written
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--out', default=os.path.join(REPO, 'results', 'context_distillation'))
+  parser.add_argument('--fractions_into', metavar='EXPERIMENT',
+                      help='also write the fraction runs as sweep summaries into '
+                      'EXPERIMENT/runs/ (e.g. results/mini_repro)')
   args = parser.parse_args()
   write_addition(args.out)
   write_cqa(args.out)
+  if args.fractions_into:
+    print(f'{len(write_fraction_runs(args.out, args.fractions_into))} fraction runs into '
+          f'{args.fractions_into}/runs/')
 
 
 if __name__ == '__main__':
