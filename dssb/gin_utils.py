@@ -59,10 +59,21 @@ def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str],
   return args, bindings
 
 
+def _drop_package_resource_reader() -> None:
+  """gin's package-resource reader reads an include 'runs/train.gin' as package 'runs' and
+  crashes (TypeError) when the working directory holds a folder of that name (a namespace
+  package), e.g. a sweep's default root runs/NAME. dssb names gin files by path and search
+  prefix only, so that reader goes."""
+  from gin import resource_reader  # pylint: disable=g-import-not-at-top
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  readers[:] = [r for r in readers if r[1] is not resource_reader.system_path_file_exists]
+
+
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
   """Parses gin files (searched in ./ and the repo's gin/) and KEY=VALUE bindings."""
   if GIN_DIR not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
     gin.add_config_file_search_path(GIN_DIR)  # for includes such as 'models/t5_1_1_base.gin'
+  _drop_package_resource_reader()
   gin_files = [os.path.abspath(f) if os.path.exists(f) else f for f in gin_files]
   logging.disable(logging.ERROR)  # gin logs each search path it tries and misses
   try:

@@ -213,3 +213,16 @@ def test_teacher_file_loads(name, monkeypatch):
   cfg = teacher_config.load(name)
   assert cfg.name == 'x'
 
+
+
+def test_a_runs_folder_in_the_working_directory_does_not_break_includes(tmp_path, monkeypatch):
+  """A sweep's default root is ./runs/NAME; gin's package-resource reader used to take the
+  include 'runs/train.gin' for the namespace package 'runs' and crash."""
+  (tmp_path / 'runs' / 'mini_repro').mkdir(parents=True)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  for _ in range(2):
+    gin.clear_config()
+    gin_utils.parse_gin([os.path.join(gin_utils.GIN_DIR, 'cpu', 'mini_repro_short.gin')])
+  assert gin.query_parameter('%TRAIN_STEPS') == 300
+  gin.clear_config()
