@@ -9,7 +9,7 @@ The committed results ran as two processes side by side (2 cores, shared with ot
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition \
       --soft_form_seeds 0 --teacher_500_seeds --multitask_seeds 0 --parts table3
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition --parts fractions \
-      --fractions 0.125 0.5
+      --fractions 0.125
 
 Each cell is a gin/paper/cd_*.gin file shrunk by gin/cpu/cd_addition_mini.gin (a small T5 from
 scratch, 1-3 digit operands). Killed, it resumes: finished runs are skipped (their summaries are
