@@ -161,6 +161,8 @@ def cells(runs: Sequence[dict]) -> List[dict]:
 
 def paper_value(cell: dict, paper: dict):
   """The paper's printed value (a float), 'plot only', or None (not in the paper)."""
+  if cell['dataset'] in SYNTHETIC_TITLES:  # not a dataset of the paper
+    return None
   teacher = None if cell['recipe'] == 'standard' else cell['teacher']
   row = PAPER_ROWS.get((cell['recipe'], teacher))
   in_figures = cell['recipe'] in ('standard', 'step_by_step', 'distill')
