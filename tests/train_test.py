@@ -180,31 +180,29 @@ def test_sigterm_saves_exits_143_and_resumes_the_same_losses(baseline, tmp_path,
 
 
 @pytest.mark.slow
-def test_sharded_8_devices_match_one_device(env, baseline, tmp_path):
-  model_dir = str(tmp_path / 'mesh')
-  _run(env, model_dir, *RESUME, 'train.checkpoint_every=30', 'sharding.make_mesh.data=4',
-       'sharding.make_mesh.model=2', 'sharding.logical_axis_rules.fsdp=True',
-       XLA_FLAGS='--xla_force_host_platform_device_count=8')
-  _assert_same_losses(model_dir, baseline, steps=list(range(1, 7)), rtol=2e-5)
-  with open(os.path.join(model_dir, 'config.gin')) as f:
-    assert 'make_mesh.model = 2' in f.read()
-
-
-@pytest.mark.slow
-def test_two_processes_match_one_process(env, baseline, tmp_path):
+def test_two_hosts_of_4_devices_sharded_data_model_fsdp_match_one_device(env, baseline,
+                                                                           tmp_path):
+  """Two jax.distributed processes with 4 simulated devices each: one 8-device mesh (data 4 x
+  model 2, FSDP) across hosts, each host feeding its rows of the global batch."""
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   model_dir = str(tmp_path / 'multi')
+  mesh = ['train.checkpoint_every=30', 'sharding.make_mesh.data=4', 'sharding.make_mesh.model=2',
+          'sharding.logical_axis_rules.fsdp=True']
   procs = [subprocess.Popen(
-      _cmd(model_dir, *RESUME, 'train.checkpoint_every=30') +
+      _cmd(model_dir, *RESUME, *mesh) +
       [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
-      cwd=REPO, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-           for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=600)
+      cwd=REPO, env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'), text=True,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+  errs = [p.communicate(timeout=600)[1] for p in procs]
+  for p, err in zip(procs, errs):
     assert p.returncode == 0, err[-3000:]
-  _assert_same_losses(model_dir, baseline, steps=[1, 2, 3, 4], rtol=2e-5)
+  # 4 local devices each: the 8-device mesh exists only if both hosts joined it.
+  assert "on mesh {'data': 4, 'model': 2}" in errs[0], errs[0][-3000:]
+  _assert_same_losses(model_dir, baseline, steps=list(range(1, 7)), rtol=2e-5)
+  with open(os.path.join(model_dir, 'config.gin')) as f:
+    assert 'make_mesh.model = 2' in f.read()
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
