@@ -9,6 +9,9 @@ local disk gets nothing of the run.
 import glob
 import json
 import os
+import subprocess
+import sys
+
 import pytest
 
 import fake_gcs  # tests/fake_gcs.py
@@ -31,34 +34,25 @@ def test_local_paths_are_absolute_and_remote_ones_kept():
   assert str(paths.absolute('relative/run')) == os.path.join(os.getcwd(), 'relative/run')
 
 
-def test_a_run_on_gcs_writes_everything_there_and_resumes_from_it(gcs, dss_data_dir, tmp_path,
-                                                                   monkeypatch, capfd):
-  """Two runs in this process, as `python -m dssb.train` runs them (the second resumes from the
-  first's checkpoint on gs://), with the environment a pod job would have."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from dssb import gin_utils, train  # pylint: disable=g-import-not-at-top
+@pytest.mark.slow
+def test_a_run_on_gcs_writes_everything_there_and_resumes_from_it(gcs, dss_data_dir, tmp_path):
   svamp = os.path.join(dss_data_dir, 'datasets', 'svamp')
   for path in glob.glob(os.path.join(svamp, '*.json')) + glob.glob(os.path.join(svamp, 'llm', '*')):
     with open(path, 'rb') as f:
       gcs.upload(f'data/datasets/svamp/{os.path.relpath(path, svamp)}', f.read())
   local = tmp_path / 'local'  # the run's working directory: nothing of the run may land here
   local.mkdir()
-  for key, value in dict(gcs.env, DSSB_DATA_DIR='gs://dssb-test/data',
-                         DSSB_CACHE_DIR='gs://dssb-test/cache', HOME=str(local)).items():
-    monkeypatch.setenv(key, value)
-  monkeypatch.chdir(local)
-  bindings = ["MODEL_DIR='gs://dssb-test/run'", 'BATCH_SIZE=4', 'EVAL_EVERY=2',
-              'train.eval_limit=4', 'train.eval_batch_size=4', 'train.max_decode_length=4',
-              'train.log_every=1']
-  for steps in (2, 4):  # the second run resumes from the checkpoint on gs://
-    gin.clear_config()
-    try:
-      gin_utils.parse_gin([f'{REPO}/gin/cpu/svamp_step_by_step.gin'],
-                          bindings + [f'TRAIN_STEPS={steps}'])
-      gin_utils.call_configured(train.train, 'train')
-    finally:
-      gin.clear_config()
-  assert 'resumed from gs://dssb-test/run at step 2' in capfd.readouterr().err
+  env = dict(os.environ, **gcs.env, DSSB_DATA_DIR='gs://dssb-test/data',
+             DSSB_CACHE_DIR='gs://dssb-test/cache', PYTHONPATH=REPO, HOME=str(local))
+  cmd = [sys.executable, '-m', 'dssb.train', f'--gin_file={REPO}/gin/cpu/svamp_step_by_step.gin',
+         "--gin.MODEL_DIR='gs://dssb-test/run'", '--gin.BATCH_SIZE=4', '--gin.EVAL_EVERY=2',
+         '--gin.train.eval_limit=4', '--gin.train.eval_batch_size=4',
+         '--gin.train.max_decode_length=4', '--gin.train.log_every=1']
+  for steps in (2, 4):  # the second command resumes from the checkpoint on gs://
+    proc = subprocess.run(cmd + [f'--gin.TRAIN_STEPS={steps}'], cwd=str(local), env=env,
+                          text=True, capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+  assert 'resumed from gs://dssb-test/run at step 2' in proc.stderr
 
   written = gcs.list('run/')
   for name in ('config.gin', 'operative_config.gin', 'metrics.jsonl', 'results.json'):
