@@ -26,6 +26,10 @@ alternate which goes first. Both sides' ids are decoded to text by the task's vo
 predictions compare like for like (a random model emits ids the HF tokenizer decodes otherwise).
 A breakdown on the longest sorted batch times decoding 1 and 64 tokens in both frameworks.
 
+Both run in one process, restarted with glibc tunables that keep freed memory
+(dssb/host_memory.py, as `python -m dssb.train` does): without them page faults took a quarter
+of dssb's step and a sixth of PyTorch's here (experiments/profile_train_step.py).
+
 The model is random (no pretrained weights here) and has T5's 32128 logits; the SentencePiece
 vocabulary is trained on CQA. This machine is shared with other jobs: absolute figures move with
 the load, the ratios of alternating rounds much less.
@@ -65,7 +69,8 @@ import seqio
 import torch
 import transformers
 
-from dssb import checkpoints, evaluate, gin_utils, input_pipeline, optimizers, packing, train
+from dssb import (checkpoints, evaluate, gin_utils, host_memory, input_pipeline, optimizers,
+                  packing, train)
 from dssb.data import tasks
 from dssb.model import T5, generate, init_params
 
@@ -75,6 +80,7 @@ import perf_report
 LENGTHS = {'inputs': 1024, 'targets': 256, 'rationale_inputs': 1024, 'rationale_targets': 256}
 BATCH, ALPHA, LR, PAPER_STEPS, DECODE_LEN, PACK_PER_ROW = 64, 0.5, 5e-5, 10000, 64, 4
 MODEL_GIN = 'gin/models/t5_1_1_small.gin'
+DEFAULT_OUT = 'results/perf/paper_settings.json'
 
 
 def model_config():
@@ -445,7 +451,7 @@ def parse_args():
                       help='examples per round for dssb_fixed (1024/256 padding)')
   parser.add_argument('--eval_rounds', type=int, default=2, help='full evaluation passes each')
   parser.add_argument('--eval_limit', type=int, help='first N validation examples (smoke runs)')
-  parser.add_argument('--out', default='results/perf/paper_settings.json')
+  parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--render', action='store_true',
                       help='only write the markdown summary of an existing --out JSON')
   args = parser.parse_args()
@@ -470,15 +476,18 @@ def load_cqa(vocab, eval_limit):
 def settings_record(args, config, task, train_ex):
   """The command, machine and settings of this run, and what a full CQA run would pad."""
   return {
-      'command': (f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} "
+      'command': (('' if host_memory.keeps_freed_memory() else 'DSSB_KEEP_FREED_MEMORY=0 ')
+                  + f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} "
                   f'python experiments/bench_paper_settings.py --vocab {args.vocab} --rounds '
                   f'{args.rounds} --batches {args.batches} --fixed_batch {args.fixed_batch} '
                   f'--eval_rounds {args.eval_rounds}'
-                  + (f' --eval_limit {args.eval_limit}' if args.eval_limit else '')),
+                  + (f' --eval_limit {args.eval_limit}' if args.eval_limit else '')
+                  + ('' if args.out == DEFAULT_OUT else f' --out {args.out}')),
       'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
       'versions': {'jax': jax.__version__, 'torch': torch.__version__,
                    'transformers': transformers.__version__},
       'load_average_at_start': os.getloadavg(),
+      'keeps_freed_memory': host_memory.keeps_freed_memory(),
       'torch_threads': torch.get_num_threads(),
       'OMP_WAIT_POLICY': os.environ['OMP_WAIT_POLICY'],
       'vocab': {'path': args.vocab, 'size': task.output_features['targets'].vocabulary.vocab_size},
@@ -490,6 +499,8 @@ def settings_record(args, config, task, train_ex):
 
 def main():
   args = parse_args()
+  # Both contenders run in this process: both keep their freed memory (dssb/host_memory.py).
+  host_memory.restart_keeping_freed_memory()
   if args.render:
     with open(args.out) as f:
       result = json.load(f)

@@ -1,0 +1,184 @@
+"""Where a train step's time goes at the paper's settings: dssb against the official PyTorch
+pipeline on the same CQA step-by-step batch of 64, padded to its own longest rows (the shapes the
+official collator makes), split into matrix multiplications and everything else.
+
+Why: issue 12 asks bucketed training to run at 1.2x the official pipeline's examples/s. Bucketing
+pads at least as much as the official collator, so that target needs dssb's step to be 1.2x
+PyTorch's at the same shapes. This measures how far it is and what would have to shrink:
+  - the step-time ratio, medians of alternating rounds;
+  - dssb's op time per kind from a jax.profiler trace (XLA:CPU thread time: the matmul fusions
+    XLA hands to YNNPACK or its dot emitters, then the elementwise fusions);
+  - PyTorch's self time per operator from torch.profiler.
+
+  DSSB_DATA_DIR=/work/shared/dss_data python experiments/profile_train_step.py \\
+      --vocab /tmp/cqa_8000.model   # the vocabulary of bench_paper_settings.py
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import resource
+import statistics
+import tempfile
+import time
+
+import bench_paper_settings as bench  # sets OMP_WAIT_POLICY and silences TensorFlow first
+import jax
+import torch
+
+from dssb import host_memory, input_pipeline
+from dssb.model import init_params
+
+import perf_report
+
+# XLA:CPU op names (less the '.N' suffix) that are matrix multiplications.
+XLA_MATMULS = ('ynn_fusion', 'dot', 'dot_general', 'onednn_matmul')
+TORCH_MATMULS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm')
+DEFAULT_OUT = 'results/perf/train_step_profile.json'
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--vocab', required=True, help='SentencePiece model trained on CQA')
+  parser.add_argument('--rounds', type=int, default=5, help='alternating timed rounds')
+  parser.add_argument('--out', default=DEFAULT_OUT)
+  return parser.parse_args()
+
+
+def xla_op_seconds(trace_dir):
+  """{op kind: seconds} summed over XLA:CPU's threads, from the perfetto trace in trace_dir."""
+  path, = glob.glob(os.path.join(trace_dir, '**', 'perfetto_trace.json.gz'), recursive=True)
+  with gzip.open(path) as f:
+    events = json.load(f)
+  events = events['traceEvents'] if isinstance(events, dict) else events
+  threads = {(e['pid'], e['tid']): e['args']['name'] for e in events
+             if e.get('ph') == 'M' and e.get('name') == 'thread_name'}
+  seconds = collections.Counter()
+  for e in events:
+    thread = threads.get((e.get('pid'), e.get('tid')), '')
+    if (e.get('ph') == 'X' and thread.startswith('tf_XLA')
+        and not e['name'].startswith(('ThunkExecutor', 'end: '))):
+      seconds[re.sub(r'\.\d+$', '', e['name'])] += e['dur'] / 1e6
+  return seconds
+
+
+def torch_op_seconds(official, features):
+  """{operator: self CPU seconds} of one official step."""
+  with torch.profiler.profile() as prof:
+    official.run(features)
+  return collections.Counter({e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()})
+
+
+def matmul_share(seconds, matmul_names):
+  total = sum(seconds.values())
+  return sum(s for name, s in seconds.items() if name in matmul_names) / total, total
+
+
+def main():
+  args = parse_args()
+  # Both contenders run in this process: both keep their freed memory (dssb/host_memory.py).
+  host_memory.restart_keeping_freed_memory()
+  torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
+  _, train_ex, _ = bench.load_cqa(args.vocab, 1)
+  config = bench.model_config()
+  params = init_params(config, jax.random.PRNGKey(0))
+  with tempfile.TemporaryDirectory() as tmp:
+    model = bench.hf_model(config, params, os.path.join(tmp, 'hf'))
+    tokenizer = bench.hf_tokenizer(args.vocab, tmp)
+  idx = input_pipeline.train_indices(len(train_ex), 0, bench.BATCH, seed=0)
+  lengths = input_pipeline.padded_lengths(train_ex, idx, bench.LENGTHS, range(1, 1025))
+  batch = input_pipeline.encdec_batch(train_ex, idx, lengths)
+  features = bench.official_features(train_ex, idx)
+  dssb, official = bench.DssbTrainer(config, params), bench.OfficialTrainer(model, tokenizer)
+  contenders = {'dssb': lambda: dssb.run(batch, 'longest_row'),
+                'official': lambda: official.run(features)}
+  for run in contenders.values():  # compile, allocate
+    run()
+  rounds = []
+  for r in range(args.rounds):
+    seconds = {}
+    for name in sorted(contenders, reverse=bool(r % 2)):
+      before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+      contenders[name]()
+      seconds[name] = time.perf_counter() - start
+      after = resource.getrusage(resource.RUSAGE_SELF)
+      seconds[f'{name}_page_faults'] = after.ru_minflt - before.ru_minflt
+      seconds[f'{name}_system_cpu_s'] = after.ru_stime - before.ru_stime
+    rounds.append(seconds)
+    print(f'round {r}: ' + ', '.join(f'{n} {s:.2f} s' for n, s in seconds.items()
+                                     if n in contenders), flush=True)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      contenders['dssb']()
+    xla = xla_op_seconds(trace_dir)
+  torch_ops = torch_op_seconds(official, features)
+  result = summarize(args, lengths, rounds, xla, torch_ops)
+  perf_report.write(args.out, result, summary_lines(result))
+
+
+def summarize(args, lengths, rounds, xla, torch_ops):
+  ratio = statistics.median(r['official'] / r['dssb'] for r in rounds)
+  xla_share, xla_total = matmul_share(xla, XLA_MATMULS)
+  torch_share, torch_total = matmul_share(torch_ops, TORCH_MATMULS)
+  # dssb at 1.2x official: its step must shrink by ratio / 1.2; with matmuls unchanged, all of
+  # that comes out of the rest.
+  cut = 1 - ratio / 1.2
+  return {
+      'command': (('' if host_memory.keeps_freed_memory() else 'DSSB_KEEP_FREED_MEMORY=0 ')
+                  + f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} python "
+                  f'experiments/profile_train_step.py --vocab {args.vocab} --rounds {args.rounds}'
+                  + ('' if args.out == DEFAULT_OUT else f' --out {args.out}')),
+      'machine': f'{os.cpu_count()} cores', 'load_average_at_end': os.getloadavg(),
+      'keeps_freed_memory': host_memory.keeps_freed_memory(),
+      'longest_row_lengths': {k: int(v) for k, v in lengths.items()}, 'batch': bench.BATCH,
+      'rounds': rounds,
+      'median_step_s': {n: statistics.median(r[n] for r in rounds) for n in ('dssb', 'official')},
+      # Minor page faults and kernel CPU time per step: what dssb/host_memory.py is about.
+      'median_page_faults': {n: statistics.median(r[f'{n}_page_faults'] for r in rounds)
+                             for n in ('dssb', 'official')},
+      'median_system_cpu_s': {n: statistics.median(r[f'{n}_system_cpu_s'] for r in rounds)
+                              for n in ('dssb', 'official')},
+      'dssb_speed_vs_official': ratio,
+      'xla_thread_seconds': dict(xla.most_common()), 'xla_matmul_share': xla_share,
+      'xla_thread_seconds_total': xla_total,
+      'torch_self_seconds': dict(torch_ops.most_common(40)), 'torch_matmul_share': torch_share,
+      'torch_self_seconds_total': torch_total,
+      'step_cut_for_1.2x': cut, 'non_matmul_cut_for_1.2x': cut / (1 - xla_share)}
+
+
+def summary_lines(r):
+  top = lambda ops, n: ', '.join(f'{k} {v:.2f}' for k, v in list(ops.items())[:n])
+  return [
+      f"CQA step-by-step, one batch of {r['batch']} padded to its longest rows "
+      f"{r['longest_row_lengths']}, T5 v1.1-small size, random init; {len(r['rounds'])} "
+      f"alternating rounds; {r['machine']}, load {r['load_average_at_end'][0]:.1f} at the end.",
+      f"Median step: dssb {r['median_step_s']['dssb']:.2f} s, official PyTorch "
+      f"{r['median_step_s']['official']:.2f} s: dssb runs x{r['dssb_speed_vs_official']:.2f} "
+      'the official step at the same shapes.',
+      f"Per step (median): minor page faults dssb {r['median_page_faults']['dssb']:,.0f}, "
+      f"official {r['median_page_faults']['official']:,.0f}; kernel CPU time dssb "
+      f"{r['median_system_cpu_s']['dssb']:.1f} s, official "
+      f"{r['median_system_cpu_s']['official']:.1f} s (glibc keeps freed memory: "
+      f"{r['keeps_freed_memory']}).",
+      f"dssb (XLA:CPU thread time of one step, {r['xla_thread_seconds_total']:.1f} s): matmul "
+      f"fusions {100 * r['xla_matmul_share']:.0f}%; top kinds (s): "
+      f"{top(r['xla_thread_seconds'], 8)}",
+      f"official (torch.profiler self time, {r['torch_self_seconds_total']:.1f} s): matmuls "
+      f"{100 * r['torch_matmul_share']:.0f}%; top operators (s): "
+      f"{top(r['torch_self_seconds'], 8)}",
+      (f"For bucketed training at x1.2 the official pipeline (bucketing pads at least as much "
+       f"as the official collator), dssb's step at these shapes must shrink by "
+       f"{100 * r['step_cut_for_1.2x']:.0f}%: with its matmuls as they are, "
+       f"{100 * r['non_matmul_cut_for_1.2x']:.0f}% of everything else."
+       if r['step_cut_for_1.2x'] > 0 else
+       "Bucketed training at x1.2 the official pipeline needs dssb's step at these shapes at "
+       "x1.2 or better (bucketing pads at least as much as the official collator): it is."),
+  ]
+
+
+if __name__ == '__main__':
+  main()
