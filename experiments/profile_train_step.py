@@ -49,20 +49,26 @@ def parse_args():
   return parser.parse_args()
 
 
-def xla_op_seconds(trace_dir):
-  """{op kind: seconds} summed over XLA:CPU's threads, from the perfetto trace in trace_dir."""
+def xla_op_events(trace_dir):
+  """(op name, seconds) of every op XLA:CPU's threads ran, from the perfetto trace in trace_dir."""
   path, = glob.glob(os.path.join(trace_dir, '**', 'perfetto_trace.json.gz'), recursive=True)
   with gzip.open(path) as f:
     events = json.load(f)
   events = events['traceEvents'] if isinstance(events, dict) else events
   threads = {(e['pid'], e['tid']): e['args']['name'] for e in events
              if e.get('ph') == 'M' and e.get('name') == 'thread_name'}
-  seconds = collections.Counter()
   for e in events:
     thread = threads.get((e.get('pid'), e.get('tid')), '')
     if (e.get('ph') == 'X' and thread.startswith('tf_XLA')
         and not e['name'].startswith(('ThunkExecutor', 'end: '))):
-      seconds[re.sub(r'\.\d+$', '', e['name'])] += e['dur'] / 1e6
+      yield e['name'], e['dur'] / 1e6
+
+
+def xla_op_seconds(trace_dir):
+  """{op kind (the name less its '.N'): seconds} summed over XLA:CPU's threads."""
+  seconds = collections.Counter()
+  for name, s in xla_op_events(trace_dir):
+    seconds[re.sub(r'\.\d+$', '', name)] += s
   return seconds
 
 
