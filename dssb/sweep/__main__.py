@@ -14,7 +14,7 @@ others. Exit codes: 0 done, 143 preempted (state saved; rerun to resume), 2 bad 
 import os
 import sys
 
-from dssb import gin_utils
+from dssb import gin_utils, host_memory
 
 
 def parse_args(argv):
@@ -128,4 +128,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  host_memory.restart_keeping_freed_memory()  # its runs train in this process (dssb.train's reason)
   sys.exit(main())

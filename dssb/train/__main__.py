@@ -45,5 +45,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  host_memory.restart_keeping_freed_memory()  # page faults were a quarter of a CPU step
+  host_memory.restart_keeping_freed_memory()  # page faults were a third of a CPU step
   sys.exit(main())
