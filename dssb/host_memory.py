@@ -3,9 +3,10 @@
 Why: XLA:CPU and PyTorch allocate a step's buffers with malloc and free them at its end. glibc
 serves large blocks with mmap (threads' arenas, too) and returns them to the kernel when they
 are freed, so every step faults its gigabytes in again, page by page. Measured on a CQA
-step-by-step batch of 64 at the paper's settings (experiments/profile_train_step.py): 1.55
-million page faults and 7 s of kernel time in a 15.7 s dssb step; with freed memory kept, none,
-and an 11.6 s step. The cost: the process keeps its peak heap, as tcmalloc or jemalloc would.
+step-by-step batch of 64 at the paper's settings (experiments/profile_train_step.py,
+results/perf/train_step_profile*.md): 1.56 million minor page faults and 14.3 s of kernel CPU
+time (both threads) in an 18.7 s dssb step; with freed memory kept, none, and a 12.0 s step.
+The cost: the process keeps its peak heap, as tcmalloc or jemalloc would.
 
 glibc reads these settings (tunables) when a process starts. mallopt could set them later, but
 it takes an int, which caps the trim threshold at 2 GiB, below one step's buffers (measured: a
