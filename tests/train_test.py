@@ -190,14 +190,24 @@ def test_two_hosts_of_4_devices_sharded_data_model_fsdp_match_one_device(env, ba
   model_dir = str(tmp_path / 'multi')
   mesh = ['train.checkpoint_every=30', 'sharding.make_mesh.data=4', 'sharding.make_mesh.model=2',
           'sharding.logical_axis_rules.fsdp=True']
-  procs = [subprocess.Popen(
-      _cmd(model_dir, *RESUME, *mesh) +
-      [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
-      cwd=REPO, env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'), text=True,
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
-  errs = [p.communicate(timeout=600)[1] for p in procs]
-  for p, err in zip(procs, errs):
-    assert p.returncode == 0, err[-3000:]
+  # Each host's stderr goes to a file, not a pipe read one after the other (a host blocked on a
+  # full pipe would stall the other in a collective). PYTHONFAULTHANDLER: if the coordination
+  # service aborts a host, its stderr shows where each of its threads was.
+  err_paths = [tmp_path / f'host{i}.stderr' for i in range(2)]
+  procs = []
+  for i, err_path in enumerate(err_paths):
+    with open(err_path, 'w') as err_file:
+      procs.append(subprocess.Popen(
+          _cmd(model_dir, *RESUME, *mesh) +
+          [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
+          cwd=REPO, env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+                             PYTHONFAULTHANDLER='1'),
+          stdout=subprocess.DEVNULL, stderr=err_file))
+  for p in procs:
+    p.wait(timeout=600)
+  errs = [err_path.read_text() for err_path in err_paths]
+  for i, (p, err) in enumerate(zip(procs, errs)):
+    assert p.returncode == 0, f'host {i}: ' + err[-3000:]
   # 4 local devices each: the 8-device mesh exists only if both hosts joined it.
   assert "on mesh {'data': 4, 'model': 2}" in errs[0], errs[0][-3000:]
   _assert_same_losses(model_dir, baseline, steps=list(range(1, 7)), rtol=2e-5)
