@@ -27,8 +27,8 @@ predictions compare like for like (a random model emits ids the HF tokenizer dec
 A breakdown on the longest sorted batch times decoding 1 and 64 tokens in both frameworks.
 
 Both run in one process, restarted with glibc tunables that keep freed memory
-(dssb/host_memory.py, as `python -m dssb.train` does): without them page faults took a quarter
-of dssb's step and a sixth of PyTorch's here (experiments/profile_train_step.py).
+(dssb/host_memory.py, as `python -m dssb.train` does): without them page faults took a third
+of dssb's step and a seventh of PyTorch's here (results/perf/train_step_profile*.md).
 
 The model is random (no pretrained weights here) and has T5's 32128 logits; the SentencePiece
 vocabulary is trained on CQA. This machine is shared with other jobs: absolute figures move with
@@ -476,13 +476,12 @@ def load_cqa(vocab, eval_limit):
 def settings_record(args, config, task, train_ex):
   """The command, machine and settings of this run, and what a full CQA run would pad."""
   return {
-      'command': (('' if host_memory.keeps_freed_memory() else 'DSSB_KEEP_FREED_MEMORY=0 ')
-                  + f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} "
-                  f'python experiments/bench_paper_settings.py --vocab {args.vocab} --rounds '
-                  f'{args.rounds} --batches {args.batches} --fixed_batch {args.fixed_batch} '
-                  f'--eval_rounds {args.eval_rounds}'
-                  + (f' --eval_limit {args.eval_limit}' if args.eval_limit else '')
-                  + ('' if args.out == DEFAULT_OUT else f' --out {args.out}')),
+      'command': perf_report.command(
+          'bench_paper_settings.py',
+          f'--vocab {args.vocab} --rounds {args.rounds} --batches {args.batches} --fixed_batch '
+          f'{args.fixed_batch} --eval_rounds {args.eval_rounds}'
+          + (f' --eval_limit {args.eval_limit}' if args.eval_limit else ''), args.out,
+          DEFAULT_OUT),
       'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
       'versions': {'jax': jax.__version__, 'torch': torch.__version__,
                    'transformers': transformers.__version__},
@@ -499,13 +498,13 @@ def settings_record(args, config, task, train_ex):
 
 def main():
   args = parse_args()
-  # Both contenders run in this process: both keep their freed memory (dssb/host_memory.py).
-  host_memory.restart_keeping_freed_memory()
   if args.render:
     with open(args.out) as f:
       result = json.load(f)
     perf_report.write(args.out, result, summary_lines(result))
     return
+  # Both contenders run in this process: both keep their freed memory (dssb/host_memory.py).
+  host_memory.restart_keeping_freed_memory()
   os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
   torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
   task, train_ex, valid_ex = load_cqa(args.vocab, args.eval_limit)

@@ -120,10 +120,9 @@ def main():
   kernel = params['decoder']['logits_dense']['kernel']
   x = jnp.ones((bench.BATCH, config.d_model))
   result = {
-      'command': (f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} python "
-                  f'experiments/profile_decode_step.py --vocab {args.vocab}'
-                  + ('' if args.out == DEFAULT_OUT else f' --out {args.out}')),
-      'machine': f'{os.cpu_count()} cores', 'load_average_at_end': None,
+      'command': perf_report.command('profile_decode_step.py', f'--vocab {args.vocab}', args.out,
+                                     DEFAULT_OUT),
+      'machine': f'{os.cpu_count()} cores',
       'keeps_freed_memory': host_memory.keeps_freed_memory(),
       'batch_shape': breakdown['batch_shape'], 'decode_tokens': bench.DECODE_LEN,
       'breakdown': breakdown,
@@ -132,8 +131,8 @@ def main():
       'floor_logits_matmul_ms': median_ms(jax.jit(lambda x, k: x @ k), x, kernel),
       'floor_cross_cache_read_ms': cross_cache_read_ms(config, *enc.shape),
       'cross_cache_mb': (2 * config.num_decoder_layers * enc.size * config.num_heads
-                         * config.head_dim * 4 / 2**20)}
-  result['load_average_at_end'] = os.getloadavg()
+                         * config.head_dim * 4 / 2**20),
+      'load_average_at_end': os.getloadavg()}
   perf_report.write(args.out, result, summary_lines(result))
 
 

@@ -134,10 +134,9 @@ def summarize(args, lengths, rounds, xla, torch_ops):
   # that comes out of the rest.
   cut = 1 - ratio / 1.2
   return {
-      'command': (('' if host_memory.keeps_freed_memory() else 'DSSB_KEEP_FREED_MEMORY=0 ')
-                  + f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} python "
-                  f'experiments/profile_train_step.py --vocab {args.vocab} --rounds {args.rounds}'
-                  + ('' if args.out == DEFAULT_OUT else f' --out {args.out}')),
+      'command': perf_report.command('profile_train_step.py',
+                                     f'--vocab {args.vocab} --rounds {args.rounds}', args.out,
+                                     DEFAULT_OUT),
       'machine': f'{os.cpu_count()} cores', 'load_average_at_end': os.getloadavg(),
       'keeps_freed_memory': host_memory.keeps_freed_memory(),
       'longest_row_lengths': {k: int(v) for k, v in lengths.items()}, 'batch': bench.BATCH,
