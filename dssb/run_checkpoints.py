@@ -24,11 +24,18 @@ class RunCheckpoints:
   """Two orbax CheckpointManagers (latest, best) behind save / restore calls."""
 
   def __init__(self, model_dir: str, keep: int, async_save: bool = True):
-    options = lambda n: ocp.CheckpointManagerOptions(
-        max_to_keep=n, create=True, enable_async_checkpointing=async_save)
+    # Each manager names its multi-host barriers with its own prefix. Without one, both name
+    # theirs after the step folder ('async_write_complete.30'), and when best and latest save
+    # the same step their background threads enter one barrier twice per host: the
+    # coordination service refuses the second ("already ongoing") or waits out its timeout
+    # (tests/run_checkpoints_test.py, two processes).
+    options = lambda n, name: ocp.CheckpointManagerOptions(
+        max_to_keep=n, create=True, enable_async_checkpointing=async_save,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
     self.directory = paths.absolute(model_dir)
-    self.latest = ocp.CheckpointManager(self.directory / 'checkpoints', options=options(keep))
-    self.best = ocp.CheckpointManager(self.directory / 'best', options=options(1))
+    self.latest = ocp.CheckpointManager(self.directory / 'checkpoints',
+                                        options=options(keep, 'latest'))
+    self.best = ocp.CheckpointManager(self.directory / 'best', options=options(1, 'best'))
 
   @staticmethod
   def _args(state, meta):

@@ -1,6 +1,11 @@
 """A run's orbax checkpoints resume only into the same params tree (dssb.run_checkpoints)."""
 
 import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -27,3 +32,54 @@ def test_resume_refuses_other_scan_layers_but_not_other_run_time_settings(tmp_pa
   with pytest.raises(ValueError, match=r"different model config.*'scan_layers': \(False, True\)"):
     ckpt.restore(abstract, dataclasses.replace(CONFIG, scan_layers=True))
   ckpt.close()
+
+
+# One host of a two-process job: best and latest saved at the same steps, as the trainer does
+# when an eval step that improves is also a checkpoint step.
+TWO_HOST_WORKER = '''
+import sys
+import jax, jax.numpy as jnp, numpy as np
+port, process_id, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+jax.distributed.initialize(f'127.0.0.1:{port}', 2, process_id)
+from dssb.run_checkpoints import RunCheckpoints
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
+w = jax.device_put(jnp.zeros(256), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+ckpt = RunCheckpoints(folder, keep=2)
+for step in range(1, 7):
+  w = w + 1
+  ckpt.save(step, {'w': w}, {'step': step}, best=True)
+  ckpt.save(step, {'w': w}, {'step': step}, force=True)
+ckpt.wait()
+print(ckpt.latest_step(), ckpt.meta('best')['step'])
+ckpt.close()
+'''
+
+
+@pytest.mark.slow
+def test_two_hosts_save_best_and_latest_at_the_same_steps(tmp_path):
+  """Both managers' background saves of one step run at once on every host; their multi-host
+  barriers must not collide (they did: 'already ongoing', or a host waiting out the timeout)."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  logs = [tmp_path / f'host{i}.log' for i in range(2)]  # files: a full pipe cannot stall a host
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, 'w') as f:
+      procs.append(subprocess.Popen(
+          [sys.executable, '-c', TWO_HOST_WORKER, str(port), str(i), str(tmp_path / 'run')],
+          cwd=repo, stdout=f, stderr=subprocess.STDOUT))
+  deadline = time.time() + 120  # a host still saving then is killed (exit -9 below)
+  for p in procs:
+    try:
+      p.wait(timeout=max(1.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+      p.kill()
+      p.wait()
+  outs = [log.read_text() for log in logs]
+  for i, (p, out) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0, f'host {i} exited {p.returncode}: ...{out[-3000:]}'
+    assert out.strip().splitlines()[-1] == '6 6', out[-3000:]
+  assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ['5', '6']
+  assert os.listdir(tmp_path / 'run' / 'best') == ['6']

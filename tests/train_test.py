@@ -191,8 +191,9 @@ def test_two_hosts_of_4_devices_sharded_data_model_fsdp_match_one_device(env, ba
   mesh = ['train.checkpoint_every=30', 'sharding.make_mesh.data=4', 'sharding.make_mesh.model=2',
           'sharding.logical_axis_rules.fsdp=True']
   # Each host's stderr goes to a file, not a pipe read one after the other (a host blocked on a
-  # full pipe would stall the other in a collective). PYTHONFAULTHANDLER: if the coordination
-  # service aborts a host, its stderr shows where each of its threads was.
+  # full pipe would stall the other in a collective). PYTHONFAULTHANDLER: a host that aborts, or
+  # that _wait_for_hosts aborts because it lingers after the other one ended, shows every
+  # thread's stack.
   err_paths = [tmp_path / f'host{i}.stderr' for i in range(2)]
   procs = []
   for i, err_path in enumerate(err_paths):
@@ -203,16 +204,35 @@ def test_two_hosts_of_4_devices_sharded_data_model_fsdp_match_one_device(env, ba
           cwd=REPO, env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4',
                              PYTHONFAULTHANDLER='1'),
           stdout=subprocess.DEVNULL, stderr=err_file))
-  for p in procs:
-    p.wait(timeout=600)
+  codes = _wait_for_hosts(procs, timeout=600, linger=120)
   errs = [err_path.read_text() for err_path in err_paths]
-  for i, (p, err) in enumerate(zip(procs, errs)):
-    assert p.returncode == 0, f'host {i}: ' + err[-3000:]
+  assert codes == [0, 0], '\n'.join(f'host {i} exited {c}: ...{e[-6000:]}'
+                                     for i, (c, e) in enumerate(zip(codes, errs)))
   # 4 local devices each: the 8-device mesh exists only if both hosts joined it.
   assert "on mesh {'data': 4, 'model': 2}" in errs[0], errs[0][-3000:]
   _assert_same_losses(model_dir, baseline, steps=list(range(1, 7)), rtol=2e-5)
   with open(os.path.join(model_dir, 'config.gin')) as f:
     assert 'make_mesh.model = 2' in f.read()
+
+
+def _wait_for_hosts(procs, timeout: float, linger: float):
+  """The hosts' exit codes. A host still running `linger` seconds after another one ended is
+  aborted (SIGABRT: with PYTHONFAULTHANDLER its stderr shows where it was stuck), as is every
+  host still running at `timeout`."""
+  start, first_end = time.time(), None
+  while any(p.poll() is None for p in procs):
+    now = time.time()
+    if first_end is None and any(p.poll() is not None for p in procs):
+      first_end = now
+    if now - start > timeout or (first_end is not None and now - first_end > linger):
+      for p in procs:
+        if p.poll() is None:
+          p.send_signal(signal.SIGABRT)
+      for p in procs:
+        p.wait(timeout=60)
+      break
+    time.sleep(0.2)
+  return [p.returncode for p in procs]
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
