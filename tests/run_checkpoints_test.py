@@ -2,10 +2,7 @@
 
 import dataclasses
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -13,6 +10,8 @@ import pytest
 
 from dssb.model import T5Config, init_params
 from dssb.run_checkpoints import RunCheckpoints, meta_for
+
+import hosts_testlib
 
 CONFIG = T5Config(vocab_size=32, d_model=8, num_heads=2, head_dim=4, d_ff=16,
                   num_encoder_layers=2, num_decoder_layers=2)
@@ -59,27 +58,14 @@ ckpt.close()
 def test_two_hosts_save_best_and_latest_at_the_same_steps(tmp_path):
   """Both managers' background saves of one step run at once on every host; their multi-host
   barriers must not collide (they did: 'already ongoing', or a host waiting out the timeout)."""
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  logs = [tmp_path / f'host{i}.log' for i in range(2)]  # files: a full pipe cannot stall a host
-  procs = []
-  for i, log in enumerate(logs):
-    with open(log, 'w') as f:
-      procs.append(subprocess.Popen(
-          [sys.executable, '-c', TWO_HOST_WORKER, str(port), str(i), str(tmp_path / 'run')],
-          cwd=repo, stdout=f, stderr=subprocess.STDOUT))
-  deadline = time.time() + 120  # a host still saving then is killed (exit -9 below)
-  for p in procs:
-    try:
-      p.wait(timeout=max(1.0, deadline - time.time()))
-    except subprocess.TimeoutExpired:
-      p.kill()
-      p.wait()
+  logs = [tmp_path / f'host{i}.log' for i in range(2)]
+  codes = hosts_testlib.run(
+      lambda i, port: [sys.executable, '-c', TWO_HOST_WORKER, str(port), str(i),
+                       str(tmp_path / 'run')], logs, cwd=repo, timeout=120, linger=60)
   outs = [log.read_text() for log in logs]
-  for i, (p, out) in enumerate(zip(procs, outs)):
-    assert p.returncode == 0, f'host {i} exited {p.returncode}: ...{out[-3000:]}'
+  for i, (code, out) in enumerate(zip(codes, outs)):
+    assert code == 0, f'host {i} exited {code}: ...{out[-3000:]}'
     assert out.strip().splitlines()[-1] == '6 6', out[-3000:]
   assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ['5', '6']
   assert os.listdir(tmp_path / 'run' / 'best') == ['6']

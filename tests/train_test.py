@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,8 @@ from dssb.model import T5, T5Config, init_params
 from dssb.run_checkpoints import RunCheckpoints
 from dssb.train import __main__ as cli
 from dssb.train import state as state_lib
+
+import hosts_testlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = 'gin/cpu/svamp_step_by_step.gin'
@@ -184,55 +185,22 @@ def test_two_hosts_of_4_devices_sharded_data_model_fsdp_match_one_device(env, ba
                                                                            tmp_path):
   """Two jax.distributed processes with 4 simulated devices each: one 8-device mesh (data 4 x
   model 2, FSDP) across hosts, each host feeding its rows of the global batch."""
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
   model_dir = str(tmp_path / 'multi')
   mesh = ['train.checkpoint_every=30', 'sharding.make_mesh.data=4', 'sharding.make_mesh.model=2',
           'sharding.logical_axis_rules.fsdp=True']
-  # Each host's stderr goes to a file, not a pipe read one after the other (a host blocked on a
-  # full pipe would stall the other in a collective). PYTHONFAULTHANDLER: a host that aborts, or
-  # that _wait_for_hosts aborts because it lingers after the other one ended, shows every
-  # thread's stack.
-  err_paths = [tmp_path / f'host{i}.stderr' for i in range(2)]
-  procs = []
-  for i, err_path in enumerate(err_paths):
-    with open(err_path, 'w') as err_file:
-      procs.append(subprocess.Popen(
-          _cmd(model_dir, *RESUME, *mesh) +
-          [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
-          cwd=REPO, env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-                             PYTHONFAULTHANDLER='1'),
-          stdout=subprocess.DEVNULL, stderr=err_file))
-  codes = _wait_for_hosts(procs, timeout=600, linger=120)
-  errs = [err_path.read_text() for err_path in err_paths]
+  log_paths = [tmp_path / f'host{i}.log' for i in range(2)]
+  codes = hosts_testlib.run(
+      lambda i, port: _cmd(model_dir, *RESUME, *mesh) + [
+          f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
+      log_paths, env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'), cwd=REPO)
+  logs = [log_path.read_text() for log_path in log_paths]
   assert codes == [0, 0], '\n'.join(f'host {i} exited {c}: ...{e[-6000:]}'
-                                     for i, (c, e) in enumerate(zip(codes, errs)))
+                                     for i, (c, e) in enumerate(zip(codes, logs)))
   # 4 local devices each: the 8-device mesh exists only if both hosts joined it.
-  assert "on mesh {'data': 4, 'model': 2}" in errs[0], errs[0][-3000:]
+  assert "on mesh {'data': 4, 'model': 2}" in logs[0], logs[0][-3000:]
   _assert_same_losses(model_dir, baseline, steps=list(range(1, 7)), rtol=2e-5)
   with open(os.path.join(model_dir, 'config.gin')) as f:
     assert 'make_mesh.model = 2' in f.read()
-
-
-def _wait_for_hosts(procs, timeout: float, linger: float):
-  """The hosts' exit codes. A host still running `linger` seconds after another one ended is
-  aborted (SIGABRT: with PYTHONFAULTHANDLER its stderr shows where it was stuck), as is every
-  host still running at `timeout`."""
-  start, first_end = time.time(), None
-  while any(p.poll() is None for p in procs):
-    now = time.time()
-    if first_end is None and any(p.poll() is not None for p in procs):
-      first_end = now
-    if now - start > timeout or (first_end is not None and now - first_end > linger):
-      for p in procs:
-        if p.poll() is None:
-          p.send_signal(signal.SIGABRT)
-      for p in procs:
-        p.wait(timeout=60)
-      break
-    time.sleep(0.2)
-  return [p.returncode for p in procs]
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
