@@ -347,13 +347,18 @@ def warm_dssb_decode(config, params, bucket_lengths):
   return time.perf_counter() - start
 
 
-def decode_breakdown(config, params, model, examples):
-  """Where an eval batch's time goes: both frameworks on the longest sorted batch, decoding 1
-  token (encoder + one step) and DECODE_LEN tokens; per step = the difference / (DECODE_LEN-1)."""
+def longest_eval_batch(examples):
+  """The encoder tokens of the first (longest) batch of the sorted, bucketed evaluation order."""
   order = input_pipeline.eval_order(examples, len(examples), True)[:BATCH]
   batch = input_pipeline.encdec_batch(examples, order, input_pipeline.padded_lengths(
       examples, order, LENGTHS, input_pipeline.DEFAULT_LENGTH_BUCKETS))
-  enc = batch['label']['encoder_input_tokens']
+  return batch['label']['encoder_input_tokens']
+
+
+def decode_breakdown(config, params, model, examples):
+  """Where an eval batch's time goes: both frameworks on the longest sorted batch, decoding 1
+  token (encoder + one step) and DECODE_LEN tokens; per step = the difference / (DECODE_LEN-1)."""
+  enc = longest_eval_batch(examples)
   enc_pt = torch.tensor(enc, dtype=torch.long)
   out = {'batch_shape': list(enc.shape)}
   for n in (1, DECODE_LEN):

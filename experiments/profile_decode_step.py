@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dssb import host_memory, input_pipeline
+from dssb import host_memory
 from dssb.model import generate, init_params
 
 import perf_report
@@ -112,10 +112,7 @@ def main():
     model = bench.hf_model(config, params, os.path.join(tmp, 'hf'))
   model.eval()
   breakdown = bench.decode_breakdown(config, params, model, valid_ex)
-  order = input_pipeline.eval_order(valid_ex, len(valid_ex), True)[:bench.BATCH]
-  enc = jnp.asarray(input_pipeline.encdec_batch(valid_ex, order, input_pipeline.padded_lengths(
-      valid_ex, order, bench.LENGTHS, input_pipeline.DEFAULT_LENGTH_BUCKETS))['label'][
-          'encoder_input_tokens'])
+  enc = jnp.asarray(bench.longest_eval_batch(valid_ex))
   step_ms = step_ops_ms(config, params, enc, bench.DECODE_LEN)
   kernel = params['decoder']['logits_dense']['kernel']
   x = jnp.ones((bench.BATCH, config.d_model))
