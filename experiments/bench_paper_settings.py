@@ -18,12 +18,15 @@ figures are medians over rounds of examples/s and non-pad tokens/s, and the per-
 the official pipeline. dssb's compile time is reported apart (AOT lower + compile per shape).
 
 Evaluation: greedy decoding of 64 tokens over all of CQA validation, dssb (sorted by input
-length, bucketed batches of 64) against Hugging Face `generate` on batches of 64 in order, padded
-to their longest row, as the official Seq2SeqTrainer runs it (generation_max_length 64); the
-official trainer also runs a teacher-forced forward pass per batch for the eval loss, timed apart.
-dssb's decoding is compiled for each input bucket before the passes (reported apart); the passes
-alternate which goes first. Both sides' ids are decoded to text by the task's vocabulary, so the
-predictions compare like for like (a random model emits ids the HF tokenizer decodes otherwise).
+length, bucketed batches of 64, two batches decoding at once on this one-device CPU host, as
+dssb.evaluate does by default; and one batch at a time, its own figure) against Hugging Face
+`generate` on batches of 64 in order, padded to their longest row, as the official
+Seq2SeqTrainer runs it (generation_max_length 64); the official trainer also runs a
+teacher-forced forward pass per batch for the eval loss, timed apart. dssb's decoding is
+compiled for each input bucket before the passes (reported apart); the passes alternate which
+goes first (the order reverses every round). Both sides' ids are decoded to text by the task's
+vocabulary, so the predictions compare like for like (a random model emits ids the HF tokenizer
+decodes otherwise).
 A breakdown on the longest sorted batch times decoding 1 and 64 tokens in both frameworks.
 
 Both run in one process, restarted with glibc tunables that keep freed memory
@@ -286,11 +289,12 @@ def summarize_train(rounds, trainer, warmup, work, tokens, shape, makers):
 # ---------------------------------------------------------------- evaluation
 
 
-def dssb_eval_pass(config, params, task, examples):
+def dssb_eval_pass(config, params, task, examples, batches_in_flight=None):
+  """dssb's evaluation as the trainer runs it (None: its default, 2 batches at once here)."""
   decode = lambda p, enc: generate(config, p, enc, DECODE_LEN)
   start = time.perf_counter()
   predictions, targets, _ = evaluate.predict(decode, params, examples, task, LENGTHS, BATCH,
-                                             jnp.asarray)
+                                             jnp.asarray, batches_in_flight=batches_in_flight)
   return time.perf_counter() - start, predictions, targets
 
 
@@ -378,7 +382,8 @@ def decode_breakdown(config, params, model, examples):
 
 
 def eval_rounds(args, config, params, model, tokenizer, task, examples):
-  """Full evaluation passes, dssb and the official one alternating (who goes first too)."""
+  """Full evaluation passes: dssb (its default), dssb one batch at a time and the official one,
+  alternating (the order reverses every round)."""
   model.eval()
   slots = eval_input_slots(examples)
   warm_s = warm_dssb_decode(config, params, slots['dssb_bucket_lengths'])
@@ -386,15 +391,21 @@ def eval_rounds(args, config, params, model, tokenizer, task, examples):
   rounds = []
   for r in range(args.eval_rounds):
     passes = {}
-    for who in (('dssb', 'official') if r % 2 == 0 else ('official', 'dssb')):
+    for who in ('dssb', 'dssb_one_batch', 'official')[::1 if r % 2 == 0 else -1]:
       if who == 'dssb':
         passes['dssb_s'], ours, gold = dssb_eval_pass(config, params, task, examples)
+      elif who == 'dssb_one_batch':
+        passes['dssb_one_batch_s'], ours_one, _ = dssb_eval_pass(config, params, task,
+                                                                 examples, batches_in_flight=1)
       else:
         passes['official_generate_s'], theirs = official_eval_pass(model, tokenizer, task,
                                                                    examples, False)
     passes['speedup'] = passes['official_generate_s'] / passes['dssb_s']
+    passes['speedup_one_batch'] = passes['official_generate_s'] / passes['dssb_one_batch_s']
+    passes['same_predictions_one_batch'] = ours_one == ours
     rounds.append(passes)
-    print(f"eval round {r}: dssb {passes['dssb_s']:.1f} s, official generate "
+    print(f"eval round {r}: dssb {passes['dssb_s']:.1f} s, one batch at a time "
+          f"{passes['dssb_one_batch_s']:.1f} s, official generate "
           f"{passes['official_generate_s']:.1f} s", flush=True)
   loss_s = official_eval_pass(model, tokenizer, task, examples, True)[0]
   breakdown = decode_breakdown(config, params, model, examples)
@@ -413,6 +424,9 @@ def eval_rounds(args, config, params, model, tokenizer, task, examples):
       'median_dssb_s': statistics.median(r['dssb_s'] for r in rounds),
       'median_official_generate_s': statistics.median(r['official_generate_s'] for r in rounds),
       'median_speedup': statistics.median(r['speedup'] for r in rounds),
+      'batches_in_flight': evaluate.default_batches_in_flight(),
+      'median_dssb_one_batch_s': statistics.median(r['dssb_one_batch_s'] for r in rounds),
+      'median_speedup_one_batch': statistics.median(r['speedup_one_batch'] for r in rounds),
       'rounds': rounds}
 
 
@@ -580,7 +594,8 @@ def eval_lines(result):
   e = result['evaluation']
   slots, b = e['input_slots'], e['breakdown']
   lines = ['', f"Evaluation: all {e['examples']} CQA validation examples, greedy, "
-            f"{e['decode_tokens']} tokens, batches of {e['batch']}: dssb (sorted, bucketed) "
+            f"{e['decode_tokens']} tokens, batches of {e['batch']}: dssb (sorted, bucketed, "
+            f"{e['batches_in_flight']} batches decoding at once) "
             f"{e['median_dssb_s']:.1f} s, HF generate {e['median_official_generate_s']:.1f} s: "
             f"x{e['median_speedup']:.2f}; with the official trainer's eval-loss forward "
             f"(+{e['official_eval_loss_forward_s']:.1f} s): "
@@ -588,6 +603,11 @@ def eval_lines(result):
             f"{e['same_predictions_fraction']:.3f}. dssb warm-up (compile per "
             f"bucket) {e['dssb_warmup_s']:.0f} s, apart. Per round: " + ' '.join(
                 f"x{r['speedup']:.2f}" for r in e['rounds']) + '.',
+            f"dssb one batch at a time: {e['median_dssb_one_batch_s']:.1f} s, "
+            f"x{e['median_speedup_one_batch']:.2f} (per round: " + ' '.join(
+                f"x{r['speedup_one_batch']:.2f}" for r in e['rounds']) + "); same predictions "
+            "as with " + f"{e['batches_in_flight']}: " + str(all(
+                r['same_predictions_one_batch'] for r in e['rounds'])) + '.',
             f"Encoder input tokens / slots: dssb {slots['tokens'] / slots['dssb_slots']:.1%}, "
             f"official {slots['tokens'] / slots['official_slots']:.1%}, fixed "
             f"{slots['tokens'] / slots['fixed_slots']:.1%}.",

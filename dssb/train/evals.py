@@ -14,9 +14,10 @@ The paper's numbers are the official code's `last` or its `max_over_evals`; neve
 `best_on_validation`. `reported` repeats the one the run was asked to report.
 """
 
+import contextlib
 import json
 import sys
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, ContextManager, Dict, List, Mapping, Optional
 
 import jax
 import numpy as np
@@ -52,11 +53,16 @@ class Evaluator:
                limit: Optional[int] = None, selection_metric: Optional[str] = None,
                test_at_every_eval: bool = False, best: Optional[dict] = None,
                length_buckets=input_pipeline.DEFAULT_LENGTH_BUCKETS,
-               test_history: Optional[List[dict]] = None):
+               test_history: Optional[List[dict]] = None,
+               context: Callable[[], ContextManager] = contextlib.nullcontext,
+               batches_in_flight: Optional[int] = None):
     self.model_config, self.task, self.splits = model_config, seqio_task, splits
     self.length_buckets = length_buckets
     self.feature_lengths, self.batch_size, self.limit = feature_lengths, batch_size, limit
     self.max_decode_length, self.mesh = max_decode_length, mesh
+    # Decoding threads enter `context` (the run's mesh, axis rules, precision); see
+    # dssb.evaluate.predict.
+    self.context, self.batches_in_flight = context, batches_in_flight
     self.selection_metric, self.test_at_every_eval = selection_metric, test_at_every_eval
     self.best: Dict = dict(best or {})  # {'score', 'metric', 'step'} of the best validation
     # Test records {metric: value, 'step'} of each eval (test_at_every_eval); a resumed run gets
@@ -68,7 +74,7 @@ class Evaluator:
     return evaluate_lib.evaluate(decode, params, self.splits[split], self.task,
                                  self.feature_lengths, self.batch_size,
                                  lambda x: sharding.host_to_global(x, self.mesh), self.limit,
-                                 self.length_buckets)
+                                 self.length_buckets, self.batches_in_flight, self.context)
 
   def validate(self, step: int, params, write: Callable[[dict], None]) -> bool:
     """Evaluates validation (and test, if asked) at `step`; True when it is the new best."""

@@ -6,6 +6,8 @@ step (step.py), the metrics (metrics_log.py), evaluations and the summary (evals
 The global batch size is a setting of the run, never of the device count.
 """
 
+import contextlib
+import functools
 import itertools
 import math
 import sys
@@ -31,7 +33,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           label_smoothing: float = 0.0, z_loss: float = 0.0, seed: int = 0,
           data_seed: int = 0, init_checkpoint: Optional[str] = None, log_every: int = 10,
           eval_every: int = 250, eval_batch_size: int = 64, max_decode_length: int = 64,
-          eval_limit: Optional[int] = None, test_at_every_eval: bool = False,
+          eval_limit: Optional[int] = None, eval_batches_in_flight: Optional[int] = None,
+          test_at_every_eval: bool = False,
           selection_metric: Optional[str] = None, reported_number: str = 'last',
           matmul_precision: Optional[str] = None,
           length_buckets: Optional[Sequence[int]] = input_pipeline.DEFAULT_LENGTH_BUCKETS,
@@ -67,6 +70,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     eval_batch_size: global batch size of evaluation decoding.
     max_decode_length: decoded tokens per evaluation example (official: 64).
     eval_limit: evaluate only the first this many examples of each split (smoke runs).
+    eval_batches_in_flight: evaluation batches decoding at once, each on a thread; None: 2 on
+      a one-device CPU host, 1 elsewhere (dssb.evaluate.default_batches_in_flight).
     test_at_every_eval: also decode the test split at each eval (the official code's habit);
       gives 'max_over_evals' in the summary.
     selection_metric: validation metric for the best checkpoint (default: the first one).
@@ -114,7 +119,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
   mesh, rules = mesh_fn(), axis_rules_fn()
   _check_batch_sizes(mesh, batch_size, eval_batch_size)
   check_reported_number(reported_number, test_at_every_eval)
-  precision = _matmul_precision(matmul_precision)
+  _matmul_precision(matmul_precision)  # a bad name fails here, before any work
+  tracing_context = functools.partial(_tracing_context, mesh, rules, matmul_precision)
   if packing and packing < 2:
     raise ValueError(f'packing={packing}: use 0 (off) or the examples per row to aim for (>= 2)')
   if packing and soft_targets is not None:
@@ -129,7 +135,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                   'vocab_path': getattr(vocabulary, 'sentencepiece_model_file', None)}
 
   # Tracing happens inside these contexts, so activations get their logical constraints.
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules), precision, sigterm_flag() as sigterm:
+  with tracing_context(), sigterm_flag() as sigterm:
     sched = schedule(learning_rate, num_steps)
     tx = optimizer(sched)
     abstract, shardings = state_lib.state_shardings(model_config, tx, mesh, rules)
@@ -157,7 +163,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                             max_decode_length, mesh, eval_limit, selection_metric,
                             test_at_every_eval, best=(ckpt.meta('best') or {}).get('best'),
                             length_buckets=length_buckets,
-                            test_history=(ckpt.meta() or {}).get('test_history'))
+                            test_history=(ckpt.meta() or {}).get('test_history'),
+                            context=tracing_context, batches_in_flight=eval_batches_in_flight)
       metrics_log = MetricsLog(run_dir, start_step, log_every, num_steps)
       batches = _train_batches(splits['train'], feature_lengths, batch_size, data_seed,
                                start_step, length_buckets, packing, mesh)
@@ -250,6 +257,14 @@ def _matmul_precision(name: Optional[str]):
     return jax.default_matmul_precision(name)
   except ValueError as e:
     raise ValueError(f'train.matmul_precision={name!r} (gin MATMUL_PRECISION): {e}') from None
+
+
+@contextlib.contextmanager
+def _tracing_context(mesh, rules, matmul_precision: Optional[str]):
+  """The run's mesh, logical axis rules and matmul precision. JAX and Flax keep them per thread,
+  so evaluation's decoding threads enter this too (dssb.evaluate.predict)."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules), _matmul_precision(matmul_precision):
+    yield
 
 
 def _check_vocab(task, config: T5Config):
