@@ -91,6 +91,10 @@ def predict(decode_fn: Callable, params, examples: input_pipeline.Examples, task
                                        jax.process_index(), jax.process_count(), limit,
                                        length_buckets)
   in_flight = default_batches_in_flight() if batches_in_flight is None else batches_in_flight
+  if in_flight > 1 and jax.process_count() > 1:
+    raise ValueError(f'eval batches_in_flight={in_flight} (train.eval_batches_in_flight): a '
+                     'multi-host run decodes one batch at a time, so that every host runs its '
+                     'collectives in the same order; set it to 1 or leave it unset')
   for idx, tokens in _decoded_batches(decode_fn, params, batches, make_global, in_flight,
                                       context):
     for row, i in enumerate(idx):
