@@ -1,0 +1,14 @@
+"""Label quality: several label signals reconciled by weak supervision, a targeted review of the
+teacher labels that are likely wrong, and a review page for a person (issue 20).
+
+Modules (one concern each):
+  sources    the vote table (example x source, abstain allowed) with provenance; labeling
+             functions registered by name per dataset; teacher outputs, gold, human decisions
+  combine    majority vote and Snorkel's LabelModel; per-source coverage, overlap, conflict
+  crossfit   out-of-fold student probabilities (scikit-learn and T5 rank classification)
+  flag       cleanlab's find_label_issues over them; the ranked review queue
+  apply      the reviewed result: relabel, drop, keep, neighbour relabel -> a training label set
+  decisions  reviewers' decisions in SQLite; export / import as a label source
+  page       the review page (FastAPI + Jinja2, server-rendered)
+  __main__   python -m dssb.review {sources, combine, flag, serve, export, apply}
+"""

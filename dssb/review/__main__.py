@@ -1,0 +1,32 @@
+"""python -m dssb.review: the label-quality loop, one subcommand a step.
+
+  python -m dssb.review COMMAND --help
+
+Each subcommand lives in the module that does its work (`add_arguments(parser)` and
+`run(args) -> int`); this file only dispatches, importing the module asked for.
+"""
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m dssb.review', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest='command', required=True)
+  chosen = (argv if argv is not None else sys.argv[1:])[:1]
+  for name, (module, help_text) in COMMANDS.items():
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    if chosen == [name]:  # import only the module asked for (some pull in JAX or FastAPI)
+      importlib.import_module(module).add_arguments(sub)
+  args = parser.parse_args(argv)
+  return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
