@@ -101,7 +101,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
   Returns:
     The summary also written to MODEL_DIR/results.json: test metrics 'last',
     'best_on_validation', 'max_over_evals' (with test_at_every_eval), their 'labels',
-    'reported' and 'fidelity' (dropout mode, matmul precision, reported number).
+    'reported' and 'fidelity' (dropout mode, matmul precision, reported number, optimizer,
+    weight decay and its rule).
 
   Raises:
     Preempted: after SIGTERM, once the state is saved (the command line exits with 143).
@@ -203,7 +204,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                              'dropout_rate': model_config.dropout_rate,
                              'matmul_precision': matmul_precision or 'default',
                              'reported_number': reported_number,
-                             'test_at_every_eval': test_at_every_eval}
+                             'test_at_every_eval': test_at_every_eval,
+                             **optimizers.decay_settings(optimizer)}
       summary['last_checkpoint_step'] = ckpt.latest_step()
       write_summary(run_dir, summary, gin.operative_config_str())
       return summary
