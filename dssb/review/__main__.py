@@ -12,6 +12,8 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
+    'serve': ('dssb.review.page', 'the review page: one flagged example at a time, by rank'),
+    'export': ('dssb.review.decisions', 'reviewers\' decisions -> a label source (JSONL/CSV)'),
 }
 
 
