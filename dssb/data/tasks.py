@@ -30,6 +30,7 @@ CQA with an instruction-and-exemplar context); their rows are built in plain Pyt
 import dataclasses
 import functools
 import hashlib
+import os
 from typing import Sequence
 
 import gin
@@ -48,6 +49,7 @@ from dssb.data import sources
 from dssb.data import splits
 from dssb.data import teacher_outputs
 from dssb.data import vocab as vocab_lib
+from dssb.data import word_problems
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 RECIPES = preprocess.RECIPES
@@ -357,4 +359,100 @@ def get_context_distill_task_name(source: str = 'addition', recipe: str = 'teach
       metric_fns=[metrics.exact_match],
       postprocess_fn=functools.partial(cd.postprocess, settings=s))
   _CD_REGISTERED[name] = (s, vocab_path)
+  return name
+
+
+# ---------------------------------------------------------------------------------------------
+# The testbed's word problems (dssb.data.word_problems builds the rows; the recipes are the
+# paper's, mapped by dssb.data.preprocess exactly as for the real datasets)
+
+_TESTBED_REGISTERED: dict[str, tuple] = {}
+TESTBED_ROW_KEYS = ('id', 'input', 'label', 'teacher_rationale', 'teacher_label')
+
+
+@gin.configurable
+def testbed_vocab() -> str:
+  """Path of the word problems' vocabulary (characters, digits, every template word), built on
+  first use under $DSSB_CACHE_DIR (default ~/.cache/dssb)/vocab/ (gin: VOCAB_PATH)."""
+  cache = os.environ.get(vocab_lib.CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache',
+                                                              'dssb')
+  out = os.path.join(cache, 'vocab', 'word_problems_pieces.model')
+  return vocab_lib.train_piece_vocab(word_problems.vocabulary_text(),
+                                     word_problems.VOCAB_SYMBOLS, out)
+
+
+@gin.configurable
+def get_testbed_task_name(recipe: str = 'standard', *, fraction: float = 1.0, seed: int = 0,
+                          label_source: str | None = None, num_steps: int = 2,
+                          num_labelled: int = 1000, num_unlabeled: int = 1000,
+                          num_validation: int = 200, num_test: int = 500,
+                          teacher_error: float = 0.2, vocab_path: str | None = None) -> str:
+  """Registers (once) a testbed task on the synthetic word problems; returns its name.
+
+  Args:
+    recipe: a recipe of dssb.data.preprocess ('standard', 'distill', 'step_by_step',
+      'single_task_rationale_first', ...), with the same features as on the real datasets.
+    fraction: share of the train rows (nested across fractions for one seed).
+    seed: draws the problems, the teacher's slips and the fraction.
+    label_source: 'gold' trains on the labelled split's human labels; 'teacher' on the
+      unlabeled pool with the simulated teacher's labels (the paper's Fig. 5 setting). Default:
+      the recipe's ('teacher' for 'distill', else 'gold').
+    num_steps: operations per problem (difficulty).
+    num_labelled: human-labelled problems (100% of the data).
+    num_unlabeled: the unlabeled pool (what teacher-labelled recipes train on).
+    num_validation: validation problems.
+    num_test: test problems.
+    teacher_error: the simulated teacher's error rate (its rationales on every train row).
+    vocab_path: SentencePiece model; default testbed_vocab().
+
+  Returns:
+    The task name, derived from the settings.
+  """
+  data = word_problems.WordProblemSettings(num_steps, num_labelled, num_unlabeled,
+                                           num_validation, num_test, teacher_error, seed)
+  if recipe not in RECIPES or recipe == 'cot_completion':
+    raise ValueError(f'testbed recipe must be one of {RECIPES[:-1]}, got {recipe!r}')
+  label_source = label_source or preprocess.default_label_source(recipe)
+  if label_source not in preprocess.LABEL_SOURCES:
+    raise ValueError(f'label_source must be one of {preprocess.LABEL_SOURCES}, '
+                     f'got {label_source!r}')
+  if (recipe, label_source) in (('standard', 'teacher'), ('distill', 'gold')):
+    raise ValueError(f"recipe {recipe!r} cannot train on label_source {label_source!r} "
+                     "('standard' is gold labels, 'distill' the teacher's)")
+  fraction = splits.check_fraction(fraction)
+  vocab_path = vocab_path or testbed_vocab()
+  digest = hashlib.sha1(vocab_path.encode()).hexdigest()[:8]
+  name = (f'dssb_tb_{data.name()}_{recipe}_{label_source}_f{format(fraction, ".10g")}'
+          f'_v{digest}').replace('.', '_')
+  key = (data, recipe, label_source, fraction, vocab_path)
+  if name in _TESTBED_REGISTERED:
+    if _TESTBED_REGISTERED[name] != key:
+      raise ValueError(f'Task {name} is already registered with other settings.')
+    return name
+  vocabulary = vocab_lib.get_vocabulary(vocab_path)
+  train_fn = preprocess.train_features(recipe, 'code', label_source)
+  eval_fn = preprocess.eval_features(recipe, 'code')
+  train_split = 'labelled' if label_source == 'gold' else 'unlabeled'
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
+    if split == 'train':
+      rows = word_problems.rows(data, train_split)
+      rows = [rows[i] for i in splits.subsample(len(rows), fraction, data.seed)]
+    else:
+      rows = word_problems.rows(data, split)
+    cols = {k: tf.constant([r[k] for r in rows], tf.string, shape=[len(rows)])
+            for k in TESTBED_ROW_KEYS}
+    ds = tf.data.Dataset.from_tensor_slices(cols)
+    if shuffle_files:
+      ds = ds.shuffle(len(rows), seed=seed)
+    return ds.map(train_fn if split == 'train' else eval_fn)
+
+  seqio.TaskRegistry.remove(name)
+  seqio.TaskRegistry.add(
+      name, source=seqio.FunctionDataSource(dataset_fn, splits=splits.SPLITS),
+      preprocessors=[preprocess.tokenize, seqio.preprocessors.append_eos_after_trim],
+      output_features=output_features(vocabulary, recipe == 'step_by_step'),
+      metric_fns=[metrics.exact_match],
+      postprocess_fn=preprocess.postprocess_fn(recipe, vocabulary))
+  _TESTBED_REGISTERED[name] = key
   return name
