@@ -24,7 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cd_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
-import context_distill_report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dssb.report import context_distill  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINI = 'gin/cpu/cd_addition_mini.gin'
@@ -134,7 +134,7 @@ def main(argv=None):
               args.seeds if args.multitask_seeds is None else args.multitask_seeds):
             continue
           cd_runs.execute(run, seed, args.out, lambda r=run, t=template: extra(r, t))
-  context_distill_report.write_addition(args.out)
+  context_distill.write_addition(args.out, args.out)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cd_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
-import context_distill_report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dssb.report import context_distill  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINI = 'gin/cpu/cd_cqa_mini.gin'
@@ -69,7 +69,7 @@ def main(argv=None):
                                  max_length=16)
       for run, template in plan(args.work_dir, seed, tuple(args.gin_file)):
         cd_runs.execute(run, seed, args.out, lambda r=run, t=template: extra(r, t))
-  context_distill_report.write_cqa(args.out)
+  context_distill.write_cqa(args.out, args.out)
 
 
 if __name__ == '__main__':

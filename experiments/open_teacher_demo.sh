@@ -8,7 +8,7 @@
 #      annotate` through the openai client: 3 samples per input at temperature 0.7, majority vote;
 #   4. train the tiny student (distilling step-by-step, teacher labels and rationales: the
 #      unlabeled setting) on those outputs, and the same student on PaLM's, with the trainer;
-#   5. write results/open_teacher/ (experiments/open_teacher_report.py).
+#   5. write results/open_teacher/ (python -m dssb.report results/open_teacher --collect WORK).
 # WORK (default /tmp/dssb_open_teacher) keeps everything; rerunning resumes each step (trainer
 # checkpoints, annotation cache).
 set -euo pipefail
@@ -54,4 +54,4 @@ for TEACHER in t5_teacher palm; do
 done
 
 # 5. The report.
-DSSB_DATA_DIR=$SOURCE_DATA $PY experiments/open_teacher_report.py --work "$WORK"
+DSSB_DATA_DIR=$SOURCE_DATA $PY -m dssb.report results/open_teacher --collect "$WORK"

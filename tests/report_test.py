@@ -9,12 +9,16 @@ import json
 import math
 import os
 import shlex
+import shutil
 import statistics
+import sys
+import types
 
 import gin
 import pytest
 
-from dssb import gin_utils, report, train
+from dssb import gin_utils, train
+from dssb.report import dispatch, open_teacher, paper, stats, summaries
 from dssb.data import metrics, sources, teacher_outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,16 +74,16 @@ def _read(path, mode='r'):
 
 def test_mean_and_standard_error_by_hand():
   values = [61.0, 64.5, 62.0]
-  stat = report.mean_se(values)
+  stat = stats.mean_se(values)
   assert stat['n'] == 3 and stat['mean'] == pytest.approx(statistics.mean(values))
   assert stat['se'] == pytest.approx(statistics.stdev(values) / math.sqrt(3))
-  assert report.mean_se([5.0]) == {'mean': 5.0, 'se': None, 'n': 1}
-  assert report.fmt(stat) == f'{statistics.mean(values):.1f} ± {stat["se"]:.1f} (n=3)'
+  assert stats.mean_se([5.0]) == {'mean': 5.0, 'se': None, 'n': 1}
+  assert stats.fmt(stat) == f'{statistics.mean(values):.1f} ± {stat["se"]:.1f} (n=3)'
 
 
 @pytest.mark.slow  # the fixture trains 4 tiny runs (about 45 s)
 def test_cells_hold_mean_and_standard_error_over_the_seeds(experiment, tmp_path):
-  files = report.write(experiment, str(tmp_path))
+  files = dispatch.write(experiment, str(tmp_path))
   assert files == ['README.md', 'fractions_svamp.png', 'report.json']
   built = json.loads(_read(tmp_path / 'report.json'))
   runs = [json.loads(_read(p)) for p in sorted(glob.glob(f'{experiment}/runs/standard_*'))]
@@ -99,33 +103,131 @@ def test_cells_hold_mean_and_standard_error_over_the_seeds(experiment, tmp_path)
   assert half['paper'] == 'plot only' and half['test']['last']['n'] == 1
   readme = _read(tmp_path / 'README.md')
   row = '| standard | tiny | 100 | dropout shared, matmul default | 3 | '
-  assert row + report.fmt(cell['test']['last']) + ' |' in readme
+  assert row + stats.fmt(cell['test']['last']) + ' |' in readme
   assert '| plot only |' in readme and runs[0]['command'] in readme
 
 
 @pytest.mark.slow  # the same fixture
 def test_the_report_is_rebuilt_byte_for_byte(experiment, tmp_path):
   first, second = tmp_path / 'a', tmp_path / 'b'
-  names = report.write(experiment, str(first))
-  assert report.write(experiment, str(second)) == names
+  names = dispatch.write(experiment, str(first))
+  assert dispatch.write(experiment, str(second)) == names
   for name in names:
     assert _read(first / name, 'rb') == _read(second / name, 'rb'), name
   png = _read(first / 'fractions_svamp.png', 'rb')
   assert png.startswith(b'\x89PNG') and b'Software' not in png and b'matplotlib' not in png
-  assert report.main([experiment, '--out', str(first), '--check']) == 0
+  assert dispatch.main([experiment, '--out', str(first), '--check']) == 0
   with open(first / 'README.md', 'a') as f:
     f.write(' ')
-  assert report.main([experiment, '--out', str(first), '--check']) == 1
+  assert dispatch.main([experiment, '--out', str(first), '--check']) == 1
 
 
-def test_committed_reports_regenerate_byte_for_byte():
-  experiments = [os.path.dirname(os.path.dirname(p)) for p in
-                 sorted(glob.glob(os.path.join(REPO, 'results', '*', 'runs', '*.json')))]
-  experiments = sorted({e for e in experiments if os.path.exists(f'{e}/report.json')})
-  if not experiments:
-    pytest.skip('no committed dssb.report output under results/ yet')
-  for experiment in experiments:
-    assert report.differences(experiment, experiment) == [], experiment
+def test_every_committed_results_folder_regenerates_byte_for_byte(dss_data_dir):
+  """`python -m dssb.report --all --check`: every report folder under results/ (and the
+  addition fraction runs it derives into mini_repro/runs/) is exactly what a rebuild gives."""
+  folders = {os.path.basename(os.path.dirname(f)): dispatch.kind_of(f)
+             for f in dispatch.report_folders()}
+  assert {'mini_repro': 'paper', 'context_distillation': 'context_distillation',
+          'open_teacher': 'open_teacher'}.items() <= folders.items()
+  assert 'perf' not in folders  # benchmark outputs: made by experiments/bench_*.py
+  assert dispatch.check_all(data_dir=dss_data_dir) == []
+
+
+def test_check_all_names_a_changed_file_and_all_restores_it(dss_data_dir, tmp_path):
+  results = tmp_path / 'results'
+  for name in ('context_distillation', 'open_teacher'):
+    shutil.copytree(os.path.join(REPO, 'results', name), results / name)
+  os.makedirs(results / 'mini_repro' / 'runs')  # receives the fraction runs only
+  for path in glob.glob(os.path.join(REPO, 'results', 'mini_repro', 'runs', '*')):
+    if 'dataset=addition' not in path:
+      shutil.copy(path, results / 'mini_repro' / 'runs')
+  assert dispatch.main(['--all', '--results', str(results), '--data_dir', dss_data_dir]) == 0
+  assert dispatch.check_all(str(results), data_dir=dss_data_dir) == []
+  for name in ('mini_repro/fractions_cqa.png', 'context_distillation/cqa.md',
+               'open_teacher/README.md', 'context_distillation/addition.png',
+               'mini_repro/runs/dataset=addition,recipe=standard,fraction=1.0,seed=0.json'):
+    assert _read(results / name, 'rb') == _read(os.path.join(REPO, 'results', name), 'rb'), name
+  with open(results / 'context_distillation' / 'cqa.md', 'a') as f:
+    f.write(' ')
+  with open(results / 'mini_repro' / 'runs' /
+            'dataset=addition,recipe=step_by_step,fraction=0.125,seed=0.json', 'a') as f:
+    f.write('\n')  # the same numbers: only the derived file itself differs
+  assert sorted(os.path.relpath(p, results) for p in dispatch.check_all(
+      str(results), data_dir=dss_data_dir)) == [
+          'context_distillation/cqa.md',
+          'mini_repro/runs/dataset=addition,recipe=step_by_step,fraction=0.125,seed=0.json']
+  assert dispatch.main(['--all', '--check', '--results', str(results),
+                        '--data_dir', dss_data_dir]) == 1
+
+
+def test_the_plot_only_fraction_is_marked_on_the_axis_not_in_the_plot(dss_data_dir):
+  built = paper.build(os.path.join(REPO, 'results', 'mini_repro'), data_dir=dss_data_dir)
+  fig = paper.fractions_figure(built, 'cqa')
+  (ax,) = fig.axes
+  try:
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ['12.5 (?)', '100']  # the paper prints CQA at 100% only (Table 1)
+    assert [t.get_color() for t in ax.get_xticklabels()][0] == 'tab:red'
+    from matplotlib.collections import PathCollection  # pylint: disable=g-import-not-at-top
+    marked = [tuple(xy) for c in ax.collections if isinstance(c, PathCollection)
+              for xy in c.get_offsets()]
+    assert sorted(marked) == [(100.0, 62.19), (100.0, 63.29)]  # the paper's printed points only
+    assert any(t.get_text().startswith('(?) on the axis')
+               for t in ax.get_legend().get_texts())
+  finally:
+    stats.pyplot().close(fig)
+
+
+def _testbed_run(folder, recipe, seed, accuracy, sweep='testbed_fractions'):
+  run = {'sweep': sweep, 'settings': {'RECIPE': recipe, 'SEED': seed}, 'command': f'c {seed}',
+         'results': {'last': {'test': {'accuracy': accuracy}}}}
+  os.makedirs(folder / 'runs', exist_ok=True)
+  (folder / 'runs' / f'{recipe}_{seed}.json').write_text(json.dumps(run))
+
+
+def _mean_renderer(summaries_, out_dir):
+  """A testbed renderer of the interface dssb.testbed.report.render has: one table file."""
+  lines = sorted(f'{r["settings"]["RECIPE"]} {r["results"]["last"]["test"]["accuracy"]}'
+                 for r in summaries_)
+  os.makedirs(os.path.join(out_dir, 'tables'), exist_ok=True)
+  path = os.path.join(out_dir, 'tables', 'means.md')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  return [path]
+
+
+def test_testbed_folders_go_to_the_testbed_renderer(tmp_path, monkeypatch):
+  renderer = types.ModuleType('report_test_renderer')
+  renderer.render = _mean_renderer
+  monkeypatch.setitem(sys.modules, 'report_test_renderer', renderer)
+  monkeypatch.setattr(dispatch, 'TESTBED_RENDERER', 'report_test_renderer')
+  folder = tmp_path / 'testbed'
+  for seed, accuracy in enumerate((40.0, 50.0)):
+    _testbed_run(folder, 'step_by_step', seed, accuracy)
+  _testbed_run(folder, 'standard', 0, 20.0, sweep='testbed_sizes')
+  assert dispatch.kind_of(str(folder)) == 'testbed'
+  assert dispatch.write(str(folder)) == [os.path.join('tables', 'means.md')]
+  assert _read(folder / 'tables' / 'means.md') == 'standard 20.0\nstep_by_step 40.0\n' \
+      'step_by_step 50.0\n'
+  assert dispatch.main([str(folder), '--check']) == 0
+  (folder / 'tables' / 'means.md').write_text('hand-edited\n')
+  assert dispatch.main([str(folder), '--check']) == 1
+  _testbed_run(folder, 'standard', 1, 20.0, sweep='mini_repro')  # one sweep not a testbed's
+  assert dispatch.kind_of(str(folder)) == 'paper'
+
+
+def test_open_teacher_readme_is_rendered_from_its_summary_alone(tmp_path):
+  committed = os.path.join(REPO, 'results', 'open_teacher')
+  shutil.copy(os.path.join(committed, 'summary.json'), tmp_path)
+  assert dispatch.kind_of(str(tmp_path)) == 'open_teacher'
+  assert dispatch.write(str(tmp_path)) == ['README.md']
+  assert _read(tmp_path / 'README.md') == _read(os.path.join(committed, 'README.md'))
+  summary = json.loads(_read(tmp_path / 'summary.json'))
+  del summary['students']
+  (tmp_path / 'summary.json').write_text(json.dumps(summary))
+  with pytest.raises(ValueError, match=r'summary.json: no "students"'):
+    open_teacher.write(str(tmp_path), str(tmp_path))
+  assert dispatch.main([str(tmp_path / 'empty')]) == 2  # nothing to report: a named error
 
 
 def test_teacher_accuracy_is_the_metric_on_the_released_outputs(dss_data_dir):
@@ -133,19 +235,19 @@ def test_teacher_accuracy_is_the_metric_on_the_released_outputs(dss_data_dir):
   parsed = teacher_outputs.parse_all('cqa', sources.read_teacher_outputs('cqa', 'test', 'palm',
                                                                          dss_data_dir))
   want = metrics.exact_match(gold, [p.label for p in parsed])['accuracy']
-  assert report.teacher_accuracy('cqa', 'palm', dss_data_dir) == want
+  assert paper.teacher_accuracy('cqa', 'palm', dss_data_dir) == want
   assert want == pytest.approx(77.23, abs=5e-3)  # what the official code prints
-  svamp = report.chance('svamp', dss_data_dir)
+  svamp = paper.chance('svamp', dss_data_dir)
   assert 0 < svamp['accuracy'] < 20 and svamp['how'].startswith('the best constant answer')
-  assert report.chance('cqa')['accuracy'] == 20.0
+  assert paper.chance('cqa')['accuracy'] == 20.0
 
 
 def test_a_malformed_summary_is_named(tmp_path):
   os.makedirs(tmp_path / 'runs')
   (tmp_path / 'runs' / 'bad.json').write_text(json.dumps({'settings': {}, 'command': 'x'}))
   with pytest.raises(ValueError, match=r'bad.json: no "results"'):
-    report.load_runs(str(tmp_path))
-  assert report.main([str(tmp_path / 'nowhere')]) == 2
+    summaries.load_runs(str(tmp_path))
+  assert dispatch.main([str(tmp_path / 'nowhere')]) == 2
 
 
 def test_collect_copies_only_finished_runs_of_a_sweep(tmp_path):
@@ -154,8 +256,8 @@ def test_collect_copies_only_finished_runs_of_a_sweep(tmp_path):
   (root / 'dataset=svamp,seed=1' / 'checkpoints').mkdir(parents=True)  # unfinished: no summary
   summary = json.dumps({'settings': {'DATASET': 'svamp'}, 'command': 'c', 'results': {}})
   (root / 'dataset=svamp,seed=0' / 'sweep_run.json').write_text(summary)
-  assert report.collect(str(root), str(experiment)) == ['dataset=svamp,seed=0']
+  assert dispatch.collect(str(root), str(experiment)) == ['dataset=svamp,seed=0']
   assert (experiment / 'runs' / 'dataset=svamp,seed=0.json').read_text() == summary
   assert sorted(os.listdir(experiment / 'runs')) == ['dataset=svamp,seed=0.json']
   with pytest.raises(FileNotFoundError, match='no finished runs'):
-    report.collect(str(tmp_path / 'empty'), str(experiment))
+    dispatch.collect(str(tmp_path / 'empty'), str(experiment))

@@ -1,19 +1,23 @@
-"""The context-distillation results in results/context_distillation/, rebuilt from the run
-summaries (OUT/runs/seed*/NAME.json) alone: README.md tables beside the paper's Table 3,
-results.json (mean, standard error, n per cell) and PNG plots.
+"""Context distillation (Snell et al. 2022, Table 3) in results/context_distillation/, rebuilt
+from the run summaries (FOLDER/runs/seed*/NAME.json, written by experiments/cd_runs.py) alone:
+README.md (addition: Table 3 beside the paper, directions, digits, data fractions), addition.json
+and addition.png; cqa.md and cqa.json (the CQA instructions experiment). Mean, standard error
+and n per cell over seeds.
 
-  python experiments/context_distill_report.py [--out results/context_distillation]
+The addition task's data-fraction runs are also distilling step-by-step's: `fraction_runs`
+gives them as sweep run summaries for results/mini_repro/runs/ (the paper-table report shows
+them beside CQA and SVAMP).
 """
 
-import argparse
 import glob
 import json
 import math
 import os
+from typing import Dict, List
 
-from dssb.report import fmt, mean_se
+from dssb.report.stats import fmt, mean_se, pyplot, save_png, write_text
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAPER = os.path.join(REPO, 'results', 'paper_numbers.json')
 
 # (run name, row label, paper key in Table 3, gin file)
@@ -112,9 +116,7 @@ def addition_tables(runs: dict, paper: dict) -> dict:
 
 
 def _plot_addition(tables: dict, path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = pyplot()
   fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8),
                                     gridspec_kw={'width_ratios': [1.6, 1]})
   rows = [r for r in tables['table3'] if r['ours']['mean'] is not None]
@@ -147,7 +149,7 @@ def _plot_addition(tables: dict, path: str) -> None:
   right.set_title('Distilling step-by-step: data fractions')
   right.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  save_png(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -182,9 +184,9 @@ def _addition_readme(tables: dict, runs: dict) -> str:
   lines = [
       '# Context distillation: Table 3 of Snell et al. 2022 on a CPU',
       '',
-      'Written by `experiments/context_distill_report.py` from the run summaries in `runs/` '
-      '(regenerate: `python experiments/context_distill_addition.py --work_dir DIR '
-      '--report_only`; run everything: the same without `--report_only`).',
+      'Written by `python -m dssb.report results/context_distillation` from the run summaries '
+      'in `runs/` (edit nothing by hand; run everything: `python '
+      'experiments/context_distill_addition.py --work_dir DIR`).',
       '',
       'Stated plainly: these models are small T5s trained **from scratch** on a 2-core CPU '
       '(`gin/cpu/cd_addition_mini.gin`), on 1-3 digit operands; the paper fine-tunes a '
@@ -257,19 +259,19 @@ def _addition_readme(tables: dict, runs: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write_addition(out: str) -> dict:
-  """Tables, JSON and plot of the addition experiment from OUT/runs/."""
+def write_addition(folder: str, out: str) -> List[str]:
+  """README.md, addition.json and addition.png of the addition experiment (FOLDER/runs/) in OUT;
+  returns the files written."""
   with open(PAPER) as f:
     paper = json.load(f)['snell2022_context_distillation']['table3_addition_scratchpad_t5_small']
-  runs = {k: v for k, v in load_summaries(out).items() if not k.startswith('cqa_')}
+  runs = {k: v for k, v in load_summaries(folder).items() if not k.startswith('cqa_')}
+  if not runs:
+    return []
   tables = addition_tables(runs, paper)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, 'addition.json'), 'w') as f:
-    json.dump(tables, f, indent=1)
+  write_text(os.path.join(out, 'addition.json'), json.dumps(tables, indent=1))
   _plot_addition(tables, os.path.join(out, 'addition.png'))
-  with open(os.path.join(out, 'README.md'), 'w') as f:
-    f.write(_addition_readme(tables, runs))
-  return tables
+  write_text(os.path.join(out, 'README.md'), _addition_readme(tables, runs))
+  return ['README.md', 'addition.json', 'addition.png']
 
 
 CQA_ROWS = [
@@ -287,9 +289,12 @@ CQA_ROWS = [
 ]
 
 
-def write_cqa(out: str) -> dict:
-  """Table and JSON of the CQA experiment from OUT/runs/ (runs named cqa_*)."""
-  runs = {k: v for k, v in load_summaries(out).items() if k.startswith('cqa_')}
+def write_cqa(folder: str, out: str) -> List[str]:
+  """cqa.md and cqa.json of the CQA experiment (FOLDER/runs/, runs named cqa_*) in OUT; returns
+  the files written."""
+  runs = {k: v for k, v in load_summaries(folder).items() if k.startswith('cqa_')}
+  if not runs:
+    return []
   rows = []
   for name, label, gin_file in CQA_ROWS:
     rows.append({'run': name, 'cell': label, 'accuracy': _cell(runs, name),
@@ -302,14 +307,13 @@ def write_cqa(out: str) -> dict:
           for k in ('teacher_accuracy_on_samples', 'answered', 'samples',
                     'aligned_for_soft_targets')}
   tables = {'rows': rows, 'distillation_set': sets}
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, 'cqa.json'), 'w') as f:
-    json.dump(tables, f, indent=1)
+  write_text(os.path.join(out, 'cqa.json'), json.dumps(tables, indent=1))
   lines = [
       '# Context distillation on real text: internalising instructions and exemplars (CQA)',
       '',
-      'Written by `experiments/context_distill_report.py` from `runs/seed*/cqa_*.json` '
-      '(run: `python experiments/context_distill_cqa.py --work_dir DIR`). The teacher\'s '
+      'Written by `python -m dssb.report results/context_distillation` from '
+      '`runs/seed*/cqa_*.json` (run: `python experiments/context_distill_cqa.py --work_dir '
+      'DIR`). The teacher\'s '
       'context is an instruction and 2 solved CQA questions; the student sees the bare '
       'question. Small T5s trained **from scratch** on a CPU (`gin/cpu/cd_cqa_mini.gin`): 2000 '
       'labelled questions for the teacher, 2000 unlabeled ones for distillation, the official '
@@ -336,18 +340,17 @@ def write_cqa(out: str) -> dict:
   ]
   for name, summaries in sorted(runs.items()):
     lines.append(f'- `{name}` (seed {summaries[0]["seed"]}): `{summaries[0]["command"]}`')
-  with open(os.path.join(out, 'cqa.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  return tables
+  write_text(os.path.join(out, 'cqa.md'), '\n'.join(lines) + '\n')
+  return ['cqa.json', 'cqa.md']
 
 
-def write_fraction_runs(out: str, experiment: str) -> list:
+def fraction_runs(folder: str) -> Dict[str, str]:
   """The addition task's data-fraction runs (label-only = standard finetuning on the answer,
   multi-task = distilling step-by-step with the exact scratchpad as rationale) as sweep run
-  summaries in EXPERIMENT/runs/, so `python -m dssb.report EXPERIMENT` shows them beside CQA
-  and SVAMP. Returns the files written."""
-  written = []
-  for name, summaries in sorted(load_summaries(out).items()):
+  summaries: {runs/<run name>.json: its text}, for results/mini_repro/ (the paper-table report
+  shows them beside CQA and SVAMP)."""
+  files = {}
+  for name, summaries in sorted(load_summaries(folder).items()):
     recipe = {'label_only': 'standard', 'multitask': 'step_by_step'}.get(name.split('_f')[0])
     if recipe is None or '_f' not in name:
       continue
@@ -356,30 +359,15 @@ def write_fraction_runs(out: str, experiment: str) -> list:
       settings = {'DATASET': 'addition', 'RECIPE': recipe, 'FRACTION': fraction,
                   'SEED': s['seed']}
       run = ','.join(f'{k.lower()}={v}' for k, v in settings.items())
-      path = os.path.join(experiment, 'runs', f'{run}.json')
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      with open(path, 'w') as f:
-        json.dump({'sweep': 'context_distillation_fractions', 'run': run, 'settings': settings,
-                   'command': s['command'], 'results': s['results'],
-                   'seconds': s.get('seconds')}, f, indent=1)
-        f.write('\n')
-      written.append(path)
-  return written
+      files[os.path.join('runs', f'{run}.json')] = json.dumps(
+          {'sweep': 'context_distillation_fractions', 'run': run, 'settings': settings,
+           'command': s['command'], 'results': s['results'], 'seconds': s.get('seconds')},
+          indent=1) + '\n'
+  return files
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument('--out', default=os.path.join(REPO, 'results', 'context_distillation'))
-  parser.add_argument('--fractions_into', metavar='EXPERIMENT',
-                      help='also write the fraction runs as sweep summaries into '
-                      'EXPERIMENT/runs/ (e.g. results/mini_repro)')
-  args = parser.parse_args()
-  write_addition(args.out)
-  write_cqa(args.out)
-  if args.fractions_into:
-    print(f'{len(write_fraction_runs(args.out, args.fractions_into))} fraction runs into '
-          f'{args.fractions_into}/runs/')
-
-
-if __name__ == '__main__':
-  main()
+def write(folder: str, out: str) -> List[str]:
+  """Every file of the report on FOLDER/runs/seed*/ into OUT; returns their names."""
+  if not glob.glob(os.path.join(folder, 'runs', 'seed*', '*.json')):
+    raise FileNotFoundError(f'{folder}/runs/seed*/ holds no context-distillation summaries')
+  return sorted(write_addition(folder, out) + write_cqa(folder, out))

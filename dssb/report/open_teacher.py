@@ -1,23 +1,19 @@
-"""Writes results/open_teacher/ from a run of experiments/open_teacher_demo.sh (numbers are read
-from the run's files, never typed): the teacher's accuracy on the rows it was trained on, on the
-held-out rows and on test; parse failures and vote agreement; the two students' test accuracy.
-
-  python experiments/open_teacher_report.py --work /tmp/dssb_open_teacher
+"""The open-teacher pipeline at CPU scale (results/open_teacher/): `collect` reads a run of
+experiments/open_teacher_demo.sh (its WORK folder: annotations, the server's request log, the
+teacher's and students' results.json) into summary.json and copies the annotator's two
+summaries beside it; `write` renders README.md from summary.json alone. Every number is read
+from the run's files, never typed.
 """
 
-import argparse
 import json
 import os
 import shutil
-import sys
+from typing import List
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from dssb.data import splits  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dssb.teacher import votes  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dssb.report.stats import write_text
 
 TEACHER = 't5_teacher'
+SUMMARY = 'summary.json'
 
 
 def _json(path):
@@ -34,12 +30,18 @@ def _pct(hits):
   return round(100.0 * sum(hits) / len(hits), 2) if hits else None
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument('--work', default='/tmp/dssb_open_teacher')
-  parser.add_argument('--out', default=os.path.join(REPO, 'results', 'open_teacher'))
-  args = parser.parse_args()
-  folder = os.path.join(args.work, 'data', 'datasets', 'svamp', f'llm_{TEACHER}')
+def is_work_folder(root: str) -> bool:
+  """Whether ROOT looks like the WORK folder of experiments/open_teacher_demo.sh."""
+  return (os.path.exists(os.path.join(root, 'requests.jsonl'))
+          and os.path.exists(os.path.join(root, 'teacher', 'results.json')))
+
+
+def collect(work: str, out: str) -> List[str]:
+  """summary.json and annotation_{train,test}_summary.json in OUT, from the demo's WORK folder
+  (needs the DSS data for PaLM's released outputs on the same rows); returns the files."""
+  from dssb.data import splits  # pylint: disable=g-import-not-at-top
+  from dssb.teacher import votes  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(work, 'data', 'datasets', 'svamp', f'llm_{TEACHER}')
   train, test = (_json(os.path.join(folder, f'{s}_summary.json')) for s in ('train', 'test'))
   records = _jsonl(os.path.join(folder, 'train_annotations.jsonl'))
   official = splits.split_rows('svamp', {'train': len(records), 'test': 0}, 1.0, 0)
@@ -50,10 +52,10 @@ def main():
                                                                        r['label'])
                for r in palm_rows}
   palm_test = splits.source_rows('svamp', 'test')
-  teacher_run = _json(os.path.join(args.work, 'teacher', 'results.json'))
-  students = {t: _json(os.path.join(args.work, f'student_{t}', 'results.json'))
+  teacher_run = _json(os.path.join(work, 'teacher', 'results.json'))
+  students = {t: _json(os.path.join(work, f'student_{t}', 'results.json'))
               for t in (TEACHER, 'palm')}
-  requests = _jsonl(os.path.join(args.work, 'requests.jsonl'))
+  requests = _jsonl(os.path.join(work, 'requests.jsonl'))
   summary = {
       'teacher': {
           'own_eval_test_accuracy_greedy': teacher_run['last']['test']['accuracy'],
@@ -81,22 +83,39 @@ def main():
                            s.get('best_on_validation', {}).get('test', {}).get('accuracy'),
                        'steps': s['last']['step']} for t, s in students.items()},
   }
-  os.makedirs(args.out, exist_ok=True)
+  os.makedirs(out, exist_ok=True)
   for split in ('train', 'test'):  # the annotation summaries as the annotator wrote them
     shutil.copyfile(os.path.join(folder, f'{split}_summary.json'),
-                    os.path.join(args.out, f'annotation_{split}_summary.json'))
-  with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=1)
+                    os.path.join(out, f'annotation_{split}_summary.json'))
+  write_text(os.path.join(out, SUMMARY), json.dumps(summary, indent=1))
+  return sorted(['annotation_test_summary.json', 'annotation_train_summary.json', SUMMARY])
+
+
+def has_summary(folder: str) -> bool:
+  return os.path.exists(os.path.join(folder, SUMMARY))
+
+
+def write(folder: str, out: str) -> List[str]:
+  """README.md in OUT from FOLDER/summary.json; returns ['README.md']."""
+  path = os.path.join(folder, SUMMARY)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no open-teacher summary (python -m dssb.report '
+                            f'{folder} --collect WORK first)')
+  summary = _json(path)
+  for field in ('teacher', 'students'):
+    if field not in summary:
+      raise ValueError(f'{path}: no "{field}" field')
   t, st = summary['teacher'], summary['students']
   acc = t['annotation_accuracy_majority_of_3']
   parse_train, parse_test = t['parse']['train'], t['parse']['test']
   lines = [
       '# The open-teacher pipeline at CPU scale (SVAMP)',
       '',
-      'Written by `experiments/open_teacher_report.py` from a run of '
-      '`bash experiments/open_teacher_demo.sh` (the commands are in that script; every number '
-      'below is read from the run\'s files, copied beside this file as `summary.json` and '
-      '`annotation_{train,test}_summary.json`). One run, one seed: no standard errors.',
+      'Written by `python -m dssb.report results/open_teacher` from `summary.json`, which '
+      '`--collect WORK` read from a run of `bash experiments/open_teacher_demo.sh` (the '
+      'commands are in that script; every number below is read from the run\'s files, copied '
+      'beside this file as `summary.json` and `annotation_{train,test}_summary.json`). One '
+      'run, one seed: no standard errors.',
       '',
       '## What ran',
       '',
@@ -173,10 +192,5 @@ def main():
       '- A real run points the same `annotate` command at an open LLM (README: vLLM, llama.cpp) '
       'with the few-shot prompts `v1`.',
   ]
-  with open(os.path.join(args.out, 'README.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
-
-
-if __name__ == '__main__':
-  main()
+  write_text(os.path.join(out, 'README.md'), '\n'.join(lines) + '\n')
+  return ['README.md']

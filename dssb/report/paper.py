@@ -1,6 +1,4 @@
-"""Paper tables and plots from committed run summaries (Hsieh et al. 2023, Tables 1-2, Fig. 4).
-
-  python -m dssb.report results/EXPERIMENT [--out DIR] [--check]
+"""Paper tables and plots from sweep run summaries (Hsieh et al. 2023, Tables 1-2, Fig. 4).
 
 Reads EXPERIMENT/runs/*.json, each one run as the sweep writes it (`sweep_run.json`):
 {"sweep": name, "settings": {"DATASET", "RECIPE", "FRACTION", "SEED", "MODEL", ...},
@@ -13,22 +11,21 @@ cell: mean, standard error over seeds and n. Writes into OUT (default: EXPERIMEN
                 computed from its released outputs, and the command of every cell;
   report.json   the same numbers;
   fractions_DATASET.png  accuracy against data fraction: ours with standard-error bars, the
-                paper's printed numbers as points, plot-only values marked unknown (never
-                drawn at a guessed height), the teacher and chance as horizontal lines.
+                paper's printed numbers as points, the fractions where the paper's value is
+                plot only marked on the axis (never drawn at a height), the teacher and chance
+                as horizontal lines.
 Every output is a function of the summaries, the data and paper_numbers.json alone: running
-the command again gives the same bytes (`--check` verifies that).
+the command again gives the same bytes (`python -m dssb.report --check` verifies that).
 """
 
-import argparse
-import glob
 import json
-import math
 import os
-import sys
-import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dssb.report.stats import fmt, mean_se, pyplot, save_png
+from dssb.report.summaries import load_runs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAPER_NUMBERS = os.path.join(REPO, 'results', 'paper_numbers.json')
 KINDS = ('last', 'best_on_validation', 'max_over_evals')
 KIND_TITLES = {'last': 'last', 'best_on_validation': 'best on validation',
@@ -40,76 +37,15 @@ PAPER_ROWS = {('standard', None): 'standard_finetuning',
               ('step_by_step', 'gpt_neox'): 'step_by_step_gpt_neox_20b'}
 PAPER_SIZES_IN_PLOTS_ONLY = ('large', 'xl', 'xxl', '770m', '11b')
 DATASET_TITLES = {'cqa': 'CQA', 'svamp': 'SVAMP', 'esnli': 'e-SNLI', 'anli1': 'ANLI (R1)'}
-# The synthetic task of Snell et al. 2022 (experiments/context_distill_report.py adds its
-# fraction runs): no paper value, no released teacher.
+# The synthetic task of Snell et al. 2022 (dssb/report/context_distill.py writes its fraction
+# runs): no paper value, no released teacher.
 SYNTHETIC_TITLES = {'addition': 'addition (synthetic, exact scratchpads)'}
 TITLES = {**DATASET_TITLES, **SYNTHETIC_TITLES}
 UNIFORM_CHANCE = {'cqa': 100 / 5, 'esnli': 100 / 3, 'anli1': 100 / 3}
 GROUP_SKIP = ('SEED', 'MODEL_DIR')  # settings that do not define a cell
 
 
-# ---- statistics and formatting (shared with experiments/context_distill_report.py) ----
-
-def mean_se(values) -> dict:
-  """Mean, standard error of the mean (sample std / sqrt(n)) and n."""
-  values = [v for v in values if v is not None]
-  n = len(values)
-  if not n:
-    return {'mean': None, 'se': None, 'n': 0}
-  mean = sum(values) / n
-  se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
-  return {'mean': mean, 'se': se, 'n': n}
-
-
-def fmt(stat: dict, digits: int = 1) -> str:
-  if not stat or stat['mean'] is None:
-    return 'not run'
-  se = f' ± {stat["se"]:.{digits}f}' if stat['se'] is not None else ''
-  return f'{stat["mean"]:.{digits}f}{se} (n={stat["n"]})'
-
-
-def save_png(fig, path: str, dpi: int = 100) -> None:
-  """A PNG whose bytes depend on the figure alone (no software or date metadata)."""
-  fig.savefig(path, dpi=dpi, metadata={'Software': None})
-
-
-def pyplot():
-  """matplotlib.pyplot on the Agg backend, with the bundled DejaVu fonts (the same bytes on
-  every machine with the pinned matplotlib)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  plt.rcParams.update({'font.family': 'DejaVu Sans', 'svg.hashsalt': 'dssb'})
-  return plt
-
-
-# ---- reading runs ----
-
-def load_runs(experiment: str) -> List[dict]:
-  """Every run summary under EXPERIMENT/runs/, in file-name order; a malformed one is an error
-  naming the file and the missing field."""
-  files = sorted(glob.glob(os.path.join(experiment, 'runs', '*.json')))
-  if not files:
-    raise FileNotFoundError(f'{experiment}/runs/ holds no run summaries (*.json)')
-  runs = []
-  for path in files:
-    with open(path) as f:
-      try:
-        run = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: not JSON ({e})') from None
-    for field in ('settings', 'command', 'results'):
-      if field not in run:
-        raise ValueError(f'{path}: no "{field}" field (a sweep_run.json has settings, '
-                         'command and results)')
-    for field in ('DATASET', 'RECIPE'):
-      if field not in run['settings']:
-        raise ValueError(f'{path}: settings have no {field}')
-    if 'last' not in run['results']:
-      raise ValueError(f'{path}: results have no "last" (not a finished run\'s results.json)')
-    runs.append(dict(run, file=os.path.basename(path)))
-  return runs
-
+# ---- cells ----
 
 def _fidelity(run: dict) -> str:
   f = run['results'].get('fidelity')
@@ -285,8 +221,10 @@ def markdown(report: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot_fractions(report: dict, dataset: str, path: str) -> None:
-  """Accuracy (last) against data fraction for one dataset."""
+def fractions_figure(report: dict, dataset: str):
+  """Accuracy (last) against data fraction for one dataset, as a matplotlib figure. A fraction
+  where the paper's value is plot only gets a '?' in its axis label (and a legend line that says
+  so), never a mark in the plot area, where it would read as a data point."""
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(9.0, 4.4))
   cells_ = [c for c in report['cells'] if c['dataset'] == dataset]
@@ -319,23 +257,34 @@ def plot_fractions(report: dict, dataset: str, path: str) -> None:
   if info['chance']['accuracy'] is not None:
     ax.axhline(info['chance']['accuracy'], color='gray', linestyle=':', linewidth=1,
                label=f'chance {info["chance"]["accuracy"]:.1f}')
-  if unknown_x:
-    xs = sorted(unknown_x)
-    ax.scatter(xs, [0.95] * len(xs), transform=ax.get_xaxis_transform(), marker='$?$',
-               s=70, color='tab:red', label='paper at this fraction: plot only, value unknown')
   fractions = sorted({100 * c['fraction'] for c in cells_})
   ax.set_xscale('log', base=2)
   ax.set_xticks(fractions)
-  ax.set_xticklabels([f'{f:g}' for f in fractions])
+  ax.set_xticklabels([f'{f:g} (?)' if f in unknown_x else f'{f:g}' for f in fractions])
+  for f, tick in zip(fractions, ax.get_xticklabels()):
+    if f in unknown_x:
+      tick.set_color('tab:red')
+  if unknown_x:  # a legend line only: no marker, no position in the plot
+    ax.plot([], [], linestyle='none', label='(?) on the axis: the paper shows this fraction\n'
+            'only in a plot; its value is unknown')
   ax.minorticks_off()
   ax.set_xlabel('% of the training set')
   ax.set_ylabel('test accuracy (%), last step')
   ax.set_ylim(0, 100)
   ax.set_title(f'{TITLES.get(dataset, dataset)}: {report["experiment"]}')
-  ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+  legend = ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+  for text in legend.get_texts():
+    if text.get_text().startswith('(?)'):
+      text.set_color('tab:red')
   fig.tight_layout()
+  return fig
+
+
+def plot_fractions(report: dict, dataset: str, path: str) -> None:
+  """fractions_figure as a PNG at PATH."""
+  fig = fractions_figure(report, dataset)
   save_png(fig, path)
-  plt.close(fig)
+  pyplot().close(fig)
 
 
 def write(experiment: str, out: Optional[str] = None, paper_numbers: str = PAPER_NUMBERS,
@@ -355,71 +304,3 @@ def write(experiment: str, out: Optional[str] = None, paper_numbers: str = PAPER
       files.append(f'fractions_{dataset}.png')
       plot_fractions(report, dataset, os.path.join(out, files[-1]))
   return sorted(files)
-
-
-def differences(experiment: str, out: str, paper_numbers: str = PAPER_NUMBERS,
-                data_dir: Optional[str] = None) -> List[str]:
-  """The report files in OUT that a fresh build would not reproduce byte for byte."""
-  with tempfile.TemporaryDirectory() as fresh:
-    files = write(experiment, fresh, paper_numbers, data_dir)
-    return [name for name in files if not _same_bytes(os.path.join(fresh, name),
-                                                      os.path.join(out, name))]
-
-
-def _same_bytes(a: str, b: str) -> bool:
-  if not os.path.exists(b):
-    return False
-  with open(a, 'rb') as fa, open(b, 'rb') as fb:
-    return fa.read() == fb.read()
-
-
-def collect(root: str, experiment: str) -> List[str]:
-  """Copies every finished run's sweep_run.json under ROOT (a sweep's root) to
-  EXPERIMENT/runs/<run name>.json, the summaries a report is built from and that results/
-  commits; returns the run names."""
-  names = []
-  for path in sorted(glob.glob(os.path.join(root, '*', 'sweep_run.json'))):
-    name = os.path.basename(os.path.dirname(path))
-    os.makedirs(os.path.join(experiment, 'runs'), exist_ok=True)
-    with open(path) as f:
-      text = f.read()
-    with open(os.path.join(experiment, 'runs', f'{name}.json'), 'w') as f:
-      f.write(text)
-    names.append(name)
-  if not names:
-    raise FileNotFoundError(f'{root}: no finished runs (*/sweep_run.json)')
-  return names
-
-
-def main(argv: Optional[Iterable[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m dssb.report', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('experiment', help='a folder with runs/*.json (e.g. results/cpu_mini)')
-  parser.add_argument('--out', help='where to write (default: the experiment folder)')
-  parser.add_argument('--paper_numbers', default=PAPER_NUMBERS)
-  parser.add_argument('--data_dir', help='the DSS data (default: DSSB_DATA_DIR)')
-  parser.add_argument('--collect', metavar='ROOT',
-                      help='first copy the finished runs of the sweep at ROOT into runs/')
-  parser.add_argument('--check', action='store_true',
-                      help='write nothing; exit 1 if the committed files differ from a rebuild')
-  args = parser.parse_args(None if argv is None else list(argv))
-  try:
-    if args.collect:
-      print(f'{len(collect(args.collect, args.experiment))} runs from {args.collect}')
-    if args.check:
-      stale = differences(args.experiment, args.out or args.experiment, args.paper_numbers,
-                          args.data_dir)
-      for name in stale:
-        print(f'{name}: differs from a rebuild (run python -m dssb.report '
-              f'{args.experiment})', file=sys.stderr)
-      return 1 if stale else 0
-    for name in write(args.experiment, args.out, args.paper_numbers, args.data_dir):
-      print(os.path.join(args.out or args.experiment, name))
-  except (FileNotFoundError, ValueError) as e:
-    print(f'dssb.report: {e}', file=sys.stderr)
-    return 2
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())
