@@ -12,6 +12,8 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
+    'sources': ('dssb.review.sources', 'the vote table: teachers, samples, LFs, gold, humans'),
+    'combine': ('dssb.review.combine', 'majority vote and Snorkel label model; source report'),
     'serve': ('dssb.review.page', 'the review page: one flagged example at a time, by rank'),
     'export': ('dssb.review.decisions', 'reviewers\' decisions -> a label source (JSONL/CSV)'),
 }

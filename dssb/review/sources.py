@@ -264,7 +264,7 @@ def _meta_frame(records: list) -> pd.DataFrame:
   return frame
 
 
-def _write_parquet(frame: pd.DataFrame, path) -> None:
+def write_parquet(frame: pd.DataFrame, path) -> None:
   buffer = io.BytesIO()
   frame.to_parquet(buffer, index=False)
   target = paths.path(path)
@@ -273,7 +273,7 @@ def _write_parquet(frame: pd.DataFrame, path) -> None:
   tmp.replace(target)
 
 
-def _read_parquet(path) -> pd.DataFrame:
+def read_parquet(path) -> pd.DataFrame:
   path = paths.path(path)
   if not path.exists():
     raise FileNotFoundError(f'{path}: no such file (write it with `python -m dssb.review sources`)')
@@ -287,15 +287,15 @@ def write(table: VoteTable, folder: str) -> dict:
                     table.votes.reset_index(drop=True).add_prefix(VOTE_PREFIX)], axis=1)
   out = {'votes': str(paths.path(folder, VOTES_FILE)),
          'sources': str(paths.path(folder, SOURCES_FILE))}
-  _write_parquet(wide, out['votes'])
-  _write_parquet(table.sources, out['sources'])
+  write_parquet(wide, out['votes'])
+  write_parquet(table.sources, out['sources'])
   return out
 
 
 def read(folder: str) -> VoteTable:
   """The table `write` wrote."""
-  wide = _read_parquet(paths.path(folder, VOTES_FILE))
-  meta = _read_parquet(paths.path(folder, SOURCES_FILE))
+  wide = read_parquet(paths.path(folder, VOTES_FILE))
+  meta = read_parquet(paths.path(folder, SOURCES_FILE))
   vote_cols = [c for c in wide.columns if c.startswith(VOTE_PREFIX)]
   names = [c[len(VOTE_PREFIX):] for c in vote_cols]
   if names != list(meta['name']):
@@ -324,3 +324,55 @@ def add_source(table: VoteTable, source: Source, labels: Sequence[Optional[str]]
          'coverage': sum(v is not None for v in labels) / max(len(labels), 1)}
   meta = _meta_frame(table.sources.to_dict('records') + [row])
   return VoteTable(table.examples.copy(), votes, meta)
+
+
+# --- command line: python -m dssb.review sources ---------------------------------------------
+
+
+def _pair(text: str, what: str) -> tuple:
+  name, _, value = text.partition('=')
+  if not name:
+    raise ValueError(f'{what} {text!r}: expected NAME or NAME=PATH')
+  return name, value or None
+
+
+def add_arguments(parser) -> None:
+  parser.add_argument('--dataset', required=True, choices=('cqa', 'esnli', 'anli1'))
+  parser.add_argument('--split', required=True, help="a source split: 'train', 'test', 'valid'")
+  parser.add_argument('--teacher', action='append', default=None, metavar='NAME[=DATA_DIR]',
+                      help="a teacher's outputs (repeatable; default palm). DATA_DIR: the "
+                      '`annotate --out` folder (default $DSSB_DATA_DIR); the first gives inputs')
+  parser.add_argument('--narrow_prompt', action='append', default=[], metavar='NAME[=DATA_DIR]',
+                      help='an annotation made with a prompt aimed at one class')
+  parser.add_argument('--lfs', nargs='*', default=None,
+                      help='labeling functions by name (default: all of the dataset; none: '
+                      '--lfs with no names)')
+  parser.add_argument('--decisions', action='append', default=[], metavar='NAME=FILE',
+                      help='exported review decisions (python -m dssb.review export) as a source')
+  parser.add_argument('--no_gold', action='store_true', help='leave out the gold source')
+  parser.add_argument('--no_samples', action='store_true',
+                      help="leave out each annotation sample's own source")
+  parser.add_argument('--data_dir', default=None, help='default data folder ($DSSB_DATA_DIR)')
+  parser.add_argument('--out', required=True, help='folder for votes.parquet and sources.parquet '
+                      '(local or gs://)')
+
+
+def run(args) -> int:
+  teachers = [_pair(t, '--teacher') for t in (args.teacher or ['palm'])]
+  teachers += [(*_pair(t, '--narrow_prompt'), 'narrow_prompt') for t in args.narrow_prompt]
+  decisions = []
+  for d in args.decisions:
+    name, path = _pair(d, '--decisions')
+    if not path:
+      raise ValueError(f'--decisions {d!r}: expected NAME=FILE')
+    decisions.append((name, path))
+  table = build(args.dataset, args.split, teachers=teachers, lfs=args.lfs,
+                gold=not args.no_gold, decisions=decisions, data_dir=args.data_dir,
+                samples=not args.no_samples, progress=True)
+  written = write(table, args.out)
+  shown = table.sources[['name', 'kind', 'coverage', 'out_of_candidates']]
+  print(shown.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
+  dropped = int(table.examples['drop'].sum())
+  print(f'{len(table.examples)} examples x {len(shown)} sources; {dropped} '
+        f"dropped by reviewers; wrote {written['votes']} and {written['sources']}")
+  return 0
