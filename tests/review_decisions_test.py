@@ -37,6 +37,17 @@ def test_next_follows_rank_and_skips_come_back_last(tmp_path):
   assert store.next_id() is None and store.progress() == (10, 10)
 
 
+def test_next_sees_another_reviewers_decisions(tmp_path):
+  ana, bo = _store(tmp_path), _store(tmp_path)  # two servers on one file
+  assert ana.next_id() == bo.next_id() == IDS[0]
+  for i in IDS[:3]:
+    bo.decide(i, 'keep', 'x', 'bo')
+  assert ana.next_id() == IDS[3] and ana.progress() == (3, 10)
+  ana.decide(IDS[3], 'skip', None, 'ana')
+  ana.decide(IDS[4], 'drop', None, 'ana')
+  assert bo.next_id() == IDS[5]
+
+
 def test_changing_ones_mind_updates_the_row_and_skip_does_not_erase(tmp_path):
   store = _store(tmp_path)
   store.decide(IDS[0], 'relabel', 'library', 'ana', when=1e9)

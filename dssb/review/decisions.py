@@ -131,6 +131,7 @@ class Store:
                            ((i, pos) for pos, i in enumerate(ids_in_rank_order)))
       self._db.execute('COMMIT')
     self._queue = name
+    self._frontier = 0  # every item before this position has a row (rows are never deleted)
 
   def _need_queue(self) -> str:
     if self._queue is None:
@@ -138,13 +139,21 @@ class Store:
     return self._queue
 
   def next_id(self) -> Optional[str]:
-    """The first item by rank with no row; else the oldest skipped one; else None (all done)."""
+    """The first item by rank with no row; else the oldest skipped one; else None (all done).
+
+    The search starts at the first position that had no row last time: rows are only ever added
+    or updated, so the items before it all still have one (another process's writes included).
+    """
     queue = self._need_queue()
     with self._lock:
       row = self._db.execute(
-          'SELECT i.id FROM temp.items i WHERE NOT EXISTS (SELECT 1 FROM decisions d '
-          'WHERE d.queue = ? AND d.id = i.id) ORDER BY i.pos LIMIT 1', (queue,)).fetchone()
-      if row is None:
+          'SELECT i.id, i.pos FROM temp.items i WHERE i.pos >= ? AND NOT EXISTS (SELECT 1 FROM '
+          'decisions d WHERE d.queue = ? AND d.id = i.id) ORDER BY i.pos LIMIT 1',
+          (self._frontier, queue)).fetchone()
+      if row is not None:
+        self._frontier = row[1]
+      else:
+        self._frontier = self._db.execute('SELECT COUNT(*) FROM temp.items').fetchone()[0]
         row = self._db.execute(
             'SELECT d.id FROM decisions d JOIN temp.items i ON i.id = d.id WHERE d.queue = ? '
             "AND d.action = 'skip' ORDER BY d.updated, i.pos LIMIT 1", (queue,)).fetchone()
