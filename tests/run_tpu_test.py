@@ -1,7 +1,7 @@
-"""run_tpu.sh: --dry-run prints the sequence (create or reuse the TPU VM, copy the checkout, set
-up every worker, data to GCS, launch with --multihost) and runs nothing; without it, the same
-gcloud commands run (a recording `gcloud` on PATH stands in for Google Cloud, which cannot be
-reached here) and an existing VM is reused."""
+"""run_tpu.sh launch: --dry-run prints the sequence (create or reuse the TPU VM, refuse a VM where
+a run is alive, copy the checkout, set up every worker, data to GCS, start detached with
+--multihost) and runs nothing; without it, the same gcloud commands run against a fake gcloud
+(tests/fake_gcloud.py: Google Cloud cannot be reached here) and an existing VM is reused."""
 
 import os
 import shlex
@@ -9,28 +9,23 @@ import subprocess
 
 import pytest
 
+import fake_gcloud
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ['--tpu', 'dssb-v4', '--zone', 'us-central2-b', '--accelerator_type', 'v4-32',
         '--data', 'gs://bkt/dss_data']
 FLAGS = ['--gin_file=gin/paper/table1_2.gin', "--gin.MODEL_DIR='gs://bkt/runs/a b'",
          "--gin.PRETRAINED='gs://t5-data/pretrained_models/t5x/t5_1_1_base/checkpoint_1000000'"]
-FAKE_GCLOUD = """#!/usr/bin/env bash
-printf '%s\\n' "$(printf '%q ' "$@")" >> "$GCLOUD_LOG"
-if [ "$4" = describe ]; then exit "${DESCRIBE_EXIT:-1}"; fi
-"""
+VM = ['gcloud', 'compute', 'tpus', 'tpu-vm']
 
 
 @pytest.fixture
 def gcloud(tmp_path):
-  """A `gcloud` first on PATH that records its arguments (one line per call)."""
-  bin_dir = tmp_path / 'bin'
-  bin_dir.mkdir()
-  (bin_dir / 'gcloud').write_text(FAKE_GCLOUD)
-  (bin_dir / 'gcloud').chmod(0o755)
-  log = tmp_path / 'gcloud.log'
-  env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', GCLOUD_LOG=str(log),
-             TMPDIR=str(tmp_path))
-  return env, log
+  """A fake `gcloud` first on PATH that records its calls; the VM does not exist yet."""
+  root = tmp_path / 'cloud'
+  env = fake_gcloud.install(root, workers=2, creating_polls=0)
+  yield env, root
+  fake_gcloud.kill_vm(root)
 
 
 def _run_tpu(env, *args):
@@ -38,58 +33,91 @@ def _run_tpu(env, *args):
                         text=True, timeout=120)
 
 
-def _calls(log):
-  return [shlex.split(line) for line in log.read_text().splitlines()] if log.exists() else []
+def _start_command(line):
+  """The run's words in the detached start command: after `worker.sh LOGS SECONDS env`."""
+  words = shlex.split(line[-1].removeprefix('--command='))
+  return words, words[words.index('dssb/launch/worker.sh') + 1:words.index('>>')]
 
 
-def test_dry_run_prints_the_sequence_and_runs_nothing(gcloud, tmp_path):
-  env, log = gcloud
+def test_dry_run_prints_the_sequence_and_runs_nothing(gcloud):
+  env, root = gcloud
   proc = _run_tpu(env, '--dry-run', *ARGS, '--local_data', '../shared/dss_data', '--spot',
                   '--', *FLAGS)
   assert proc.returncode == 0, proc.stderr
-  assert not log.exists() and not (tmp_path / 'dssb-dssb-v4.tar.gz').exists()
+  assert not fake_gcloud.calls(root) and not (root / 'dssb-dssb-v4.tar.gz').exists()
   lines = [shlex.split(l) for l in proc.stdout.splitlines() if not l.startswith('#')]
-  vm = ['gcloud', 'compute', 'tpus', 'tpu-vm']
   assert [l[:5] for l in lines] == [
-      vm + ['describe'], vm + ['create'], ['bash', '-c', lines[2][2]], vm + ['scp'],
-      vm + ['ssh'], vm + ['ssh'], ['gcloud', 'storage', 'rsync', '--recursive',
-                                   '../shared/dss_data'], vm + ['ssh']]
+      VM + ['describe'], VM + ['create'], VM + ['ssh'], ['bash', '-c', lines[3][2]],
+      VM + ['scp'], VM + ['ssh'], VM + ['ssh'],
+      ['gcloud', 'storage', 'rsync', '--recursive', '../shared/dss_data'], VM + ['ssh']]
   assert {'--accelerator-type=v4-32', '--spot', '--zone=us-central2-b'} <= set(lines[1])
-  assert all('--worker=all' in l for l in lines[3:6] + lines[7:])
-  assert 'setup_accelerator.sh tpu' in lines[5][-1]
-  assert lines[6][-1] == 'gs://bkt/dss_data'
-  command = shlex.split(lines[7][-1].removeprefix('--command='))
-  assert command[:3] == ['cd', 'dssb', '&&']
-  assert command[3:8] == ['DSSB_DATA_DIR=gs://bkt/dss_data', '.venv/bin/python', '-m',
-                          'dssb.train', '--multihost']
-  assert command[8:] == FLAGS  # the run's own flags, intact through two levels of quoting
+  assert all('--worker=all' in l for l in lines[4:7] + lines[8:])
+  assert 'a run is still running' in lines[2][-1]  # a reused VM's live run is refused
+  assert 'setup_accelerator.sh tpu' in lines[6][-1]
+  assert lines[7][-1] == 'gs://bkt/dss_data'
+  words, run = _start_command(lines[8])
+  assert 'setsid' in words and 'nohup' in words and '>>' in words and '&' in words
+  assert words[words.index('>>') + 1] == '~/dssb-run/log'  # shlex keeps the ~ for the worker
+  assert run[:2] == ['gs://bkt/runs/a b/logs', '60']  # logs copied to MODEL_DIR, every 60 s
+  assert run[2:8] == ['env', 'DSSB_DATA_DIR=gs://bkt/dss_data', '.venv/bin/python', '-m',
+                      'dssb.train', '--multihost']
+  assert run[8:] == FLAGS  # the run's own flags, intact through two levels of quoting
 
 
 def test_sweep_mode_launches_dssb_sweep(gcloud):
   env, _ = gcloud
-  proc = _run_tpu(env, '--dry-run', *ARGS, '--sweep', '--', '--gin_file=gin/paper/fig4.gin')
-  launch = shlex.split(shlex.split(proc.stdout.splitlines()[-1])[-1].removeprefix('--command='))
-  assert launch[6:9] == ['dssb.sweep', '--multihost', '--gin_file=gin/paper/fig4.gin']
+  proc = _run_tpu(env, '--dry-run', *ARGS, '--sweep', '--', '--gin_file=gin/paper/fig4.gin',
+                  '--root', 'gs://bkt/fig4')
+  last = [l for l in proc.stdout.splitlines() if not l.startswith('#')][-1]
+  _, run = _start_command(shlex.split(last))
+  assert run[0] == 'gs://bkt/fig4/logs'  # a sweep's logs go to its root
+  assert run[6:] == ['dssb.sweep', '--multihost', '--gin_file=gin/paper/fig4.gin', '--root',
+                     'gs://bkt/fig4']
 
 
-def test_without_dry_run_the_same_commands_run_and_a_vm_is_reused(gcloud):
-  env, log = gcloud
+def test_queued_resources_are_created_where_asked(gcloud):
+  env, _ = gcloud
+  proc = _run_tpu(env, '--dry-run', *ARGS, '--queued', '--', *FLAGS)
+  create = shlex.split(proc.stdout.splitlines()[2])
+  assert create[:6] == ['gcloud', 'compute', 'tpus', 'queued-resources', 'create', 'dssb-v4']
+  assert {'--node-id=dssb-v4', '--spot', '--runtime-version=tpu-ubuntu2204-base'} <= set(create)
+  assert _run_tpu(env, '--dry-run', *ARGS, '--queued', '--spot', '--', *FLAGS).returncode == 2
+
+
+def test_without_dry_run_the_same_commands_run_and_a_vm_is_reused(gcloud, tmp_path):
+  env, root = gcloud
   printed = _run_tpu(env, '--dry-run', *ARGS, '--', *FLAGS).stdout
-  printed_gcloud = [shlex.split(l) for l in printed.splitlines() if l.startswith('gcloud')]
-  proc = _run_tpu(dict(env, DESCRIBE_EXIT='0'), *ARGS, '--', *FLAGS)
+  printed = [shlex.split(l)[1:] for l in printed.splitlines() if l.startswith('gcloud')]
+  refuse = printed[2]
+  printed = [c for c in printed if c[3] != 'describe']  # run for real, describe also waits
+  proc = _run_tpu(env, *ARGS, '--', *FLAGS)  # the VM does not exist: created
   assert proc.returncode == 0, proc.stderr
   assert os.path.getsize(os.path.join(env['TMPDIR'], 'dssb-dssb-v4.tar.gz')) > 0  # packed
-  calls = _calls(log)
-  assert calls == [c[1:] for c in printed_gcloud if c[4] != 'create']  # reused: no create
-  log.unlink()
-  assert _run_tpu(dict(env, DESCRIBE_EXIT='1'), *ARGS, '--', *FLAGS).returncode == 0
-  assert [c[1:] for c in printed_gcloud] == _calls(log)  # created when describe fails
+  ran = [c['args'] for c in fake_gcloud.calls(root) if 'describe' not in c['args']
+         and c['args'][0] != 'storage']  # (the workers copy their logs with gcloud storage)
+  assert ran == [c for c in printed if c != refuse]  # created: nothing to refuse
+  for worker in (0, 1):  # the checkout is unpacked on every worker
+    assert os.path.exists(os.path.join(fake_gcloud.worker_home(root, worker), 'dssb',
+                                       'run_tpu.sh'))
+  (root / 'calls.jsonl').unlink()
+  assert _run_tpu(env, *ARGS, '--', *FLAGS).returncode == 0  # the VM exists: reused
+  ran = [c['args'] for c in fake_gcloud.calls(root) if 'describe' not in c['args']
+         and c['args'][0] != 'storage']
+  assert ran == [c for c in printed if c[3] != 'create']
 
 
 @pytest.mark.parametrize('drop', ['--tpu', '--zone', '--accelerator_type', '--data'])
 def test_missing_settings_are_named(gcloud, drop):
-  env, log = gcloud
+  env, root = gcloud
   i = ARGS.index(drop)
   proc = _run_tpu(env, '--dry-run', *(ARGS[:i] + ARGS[i + 2:]), '--', *FLAGS)
   assert proc.returncode == 2 and f'{drop} is required' in proc.stderr
-  assert not log.exists()
+  assert not fake_gcloud.calls(root)
+
+
+@pytest.mark.parametrize('verb', ['launch', 'status', 'logs', 'stop', 'delete', 'watch'])
+def test_every_verb_has_help(gcloud, verb):
+  env, root = gcloud
+  proc = _run_tpu(env, verb, '--help')
+  assert proc.returncode == 0 and f'run_tpu.sh {verb}' in proc.stdout, proc.stderr
+  assert not fake_gcloud.calls(root)

@@ -20,22 +20,25 @@ from typing import List, Optional, Sequence
 RUN_DIR = '~/dssb-run'
 WORKER_ID = ('${TPU_WORKER_ID:-$(curl -sf -m 10 -H Metadata-Flavor:Google http://metadata.'
              'google.internal/computeMetadata/v1/instance/attributes/agent-worker-number)}')
+# Whether a process group has a live process (zombies, which an init may reap late, do not count).
+ALIVE = ('alive() { ps -eo pgid=,stat= | awk -v p="$1" \'$1 == p && $2 !~ /^Z/ {f = 1} '
+         'END {exit !f}\'; }')
 # One line per worker: `dssb-worker N STATE PID CODE STOPPED<TAB>last line of the log`.
-STATUS = f"""D={RUN_DIR}; W={WORKER_ID}; P=$(cat $D/pid 2>/dev/null); C=-
+STATUS = f"""{ALIVE}; D={RUN_DIR}; W={WORKER_ID}; P=$(cat $D/pid 2>/dev/null); C=-
 if [ -z "$P" ]; then S=not-started
-elif kill -0 -- "-$P" 2>/dev/null; then S=running
+elif alive "$P"; then S=running
 elif [ -f $D/exit_code ]; then S=exited; C=$(cat $D/exit_code)
 else S=killed; fi
 L=$(tail -c 4000 $D/log 2>/dev/null | tr '\\r\\t' '\\n ' | grep -v '^ *$' | tail -n 1 |
    cut -c 1-100)
 echo "dssb-worker $W $S ${{P:--}} $C $([ -f $D/stopped ] && echo 1 || echo 0)\t$L\""""
 # SIGTERM to the run's group, SIGKILL to what is left after GRACE seconds; one line per worker.
-STOP = f"""D={RUN_DIR}; W={WORKER_ID}; P=$(cat $D/pid 2>/dev/null)
-if [ -z "$P" ] || ! kill -0 -- "-$P" 2>/dev/null; then echo "dssb-worker $W not running"; exit 0; fi
+STOP = f"""{ALIVE}; D={RUN_DIR}; W={WORKER_ID}; P=$(cat $D/pid 2>/dev/null)
+if [ -z "$P" ] || ! alive "$P"; then echo "dssb-worker $W not running"; exit 0; fi
 MARK
 kill -TERM -- "-$P"; end=$((SECONDS + GRACE))
-while kill -0 -- "-$P" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
-if kill -0 -- "-$P" 2>/dev/null; then kill -KILL -- "-$P"; sleep 0.2
+while alive "$P" && [ $SECONDS -lt $end ]; do sleep 0.2; done
+if alive "$P"; then kill -KILL -- "-$P"; sleep 0.2
   [ -f $D/exit_code ] || echo 137 > $D/exit_code
   echo "dssb-worker $W SIGKILL after GRACEs: group $P"
 else echo "dssb-worker $W stopped: group $P, exit code $(cat $D/exit_code 2>/dev/null)"; fi"""
