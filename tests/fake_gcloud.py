@@ -44,10 +44,12 @@ def install(root, workers=1, state='absent', creating_polls=1, create_failures=0
   with open(gcloud, 'w') as f:
     f.write(f'#!/bin/sh\nexec {sys.executable} {os.path.abspath(__file__)} "$@"\n')
   os.chmod(gcloud, 0o755)
-  _write(root, {'state': None if state == 'absent' else state, 'workers': workers,
-                'creating_polls': creating_polls,
-                'creating_left': 0, 'create_failures': create_failures,
-                'silent_workers': list(silent_workers)})
+  vm = {'state': None if state == 'absent' else state, 'workers': workers,
+        'creating_polls': creating_polls, 'creating_left': creating_polls,
+        'create_failures': create_failures, 'silent_workers': list(silent_workers)}
+  if vm['state']:
+    _fresh_disks(root, vm)
+  _write(root, vm)
   return dict(os.environ, PATH=f'{root}/bin:{os.environ["PATH"]}', FAKE_GCLOUD_ROOT=root,
               FAKE_VENV=venv, TMPDIR=root)
 
