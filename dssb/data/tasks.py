@@ -386,7 +386,7 @@ def get_testbed_task_name(recipe: str = 'standard', *, fraction: float = 1.0, se
                           label_source: str | None = None, num_steps: int = 2,
                           num_labelled: int = 1000, num_unlabeled: int = 1000,
                           num_validation: int = 200, num_test: int = 500,
-                          teacher_error: float = 0.2, vocab_path: str | None = None) -> str:
+                          teacher_error: float = 0.25, vocab_path: str | None = None) -> str:
   """Registers (once) a testbed task on the synthetic word problems; returns its name.
 
   Args:

@@ -156,7 +156,7 @@ class WordProblemSettings:
   num_unlabeled: int = 1000
   num_validation: int = 200
   num_test: int = 500
-  teacher_error: float = 0.2
+  teacher_error: float = 0.25
   seed: int = 0
 
   def __post_init__(self):

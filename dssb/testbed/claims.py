@@ -27,7 +27,7 @@ MIN_SEEDS = 2
 NOISE_SES = 2.0
 # Settings a sweep may leave out, as gin/testbed/settings.gin sets them.
 DEFAULTS = {'FRACTION': 1.0, 'LABEL_SOURCE': 'gold', 'TEACHER_ERROR': 0.25, 'MODEL': 'base',
-            'NUM_STEPS': 2}
+            'NUM_STEPS': 1}
 VERDICTS = ('holds', 'within noise', 'reversed', 'too few seeds', 'not run')
 
 
