@@ -45,6 +45,7 @@ def test_render_writes_the_claims_with_verdicts(tmp_path):
   assert '| 12.5% | 11.0 ± 0.6 (n=3) | 42.0 ± 1.2 (n=3) |' in text
   assert '| 0.003 | 600 | 100.0 |' in text  # the tuning table: validation, not test
   assert 'Sweep: `python -m dssb.sweep --gin_file=gin/testbed/one_eighth.gin' in text
+  assert f'fixed in commit `{report.PREREGISTRATION_COMMIT}`' in text
   data = json.loads((tmp_path / 'report.json').read_text())
   one_eighth = data['claims'][0]['comparisons'][0]
   assert one_eighth['verdict'] == 'holds' and one_eighth['b']['n'] == 3

@@ -21,7 +21,7 @@ from dssb.testbed import claims
 TUNE_SWEEP = 'testbed_tune'
 SETTINGS_FILE = 'gin/testbed/settings.gin'
 # The commit that fixed SETTINGS_FILE before any step-by-step vs standard comparison ran.
-PREREGISTRATION_COMMIT = None
+PREREGISTRATION_COMMIT = '0dabb9f7a1472b2b98785aa8a9f0a618fd09eac2'
 VERDICT_MARK = {'holds': 'holds', 'within noise': 'within noise', 'reversed': '**reversed**',
                 'too few seeds': 'too few seeds', 'not run': 'not run'}
 
