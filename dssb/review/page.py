@@ -156,8 +156,7 @@ def view(item: dict) -> dict:
           'agree': sum(v == item['given_label'] for v in item['votes'].values()),
           'voting': sum(v is not None for v in item['votes'].values()),
           'dist': [{'label': k, 'p': p, 'given': k == item['given_label'], 'top': k == top}
-                   for k, p in dist],
-          'where': ' '.join(str(item[k]) for k in ('dataset', 'split', 'index') if k in item)}
+                   for k, p in dist]}
 
 
 def parse_form(body: bytes, content_type: str) -> dict:
