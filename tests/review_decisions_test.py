@@ -198,3 +198,21 @@ def test_export_command(tmp_path, capsys):
   store.decide(IDS[0], 'keep', 'x', 'ana', queue='other')
   with pytest.raises(SystemExit, match='holds 2 queues'):
     cli.main(['export', '--db', store.path, '--out', str(out)])
+
+
+def test_import_command(tmp_path, capsys):
+  from dssb.review import __main__ as cli  # pylint: disable=g-import-not-at-top
+  store = _store(tmp_path)
+  store.decide(IDS[0], 'relabel', 'library', 'ana', when=1e9)
+  store.decide(IDS[1], 'drop', None, 'ana', when=1e9)
+  exported = tmp_path / 'e.jsonl'
+  decisions.write_export(store.rows('q'), str(exported))
+  fresh = str(tmp_path / 'fresh.sqlite')
+  assert cli.main(['import', '--db', fresh, '--queue_name', 'q', str(exported)]) == 0
+  assert '2 decisions stored' in capsys.readouterr().out
+  assert decisions.Store(fresh).rows('q') == store.rows('q')
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text(exported.read_text() + '{"id": "z"}\n')
+  with pytest.raises(SystemExit, match="bad.jsonl line 3: missing field 'action'"):
+    cli.main(['import', '--db', fresh, '--queue_name', 'other', str(bad)])
+  assert decisions.Store(fresh).queues() == ['q']  # nothing of the bad file written

@@ -16,6 +16,7 @@ COMMANDS = {
     'combine': ('dssb.review.combine', 'majority vote and Snorkel label model; source report'),
     'serve': ('dssb.review.page', 'the review page: one flagged example at a time, by rank'),
     'export': ('dssb.review.decisions', 'reviewers\' decisions -> a label source (JSONL/CSV)'),
+    'import': ('dssb.review.importer', 'exported decisions back into a decisions file'),
 }
 
 

@@ -14,7 +14,7 @@ Exported decisions (JSONL or CSV) are a label source for `dssb.review.sources`: 
 validates a file and names the line of the first bad row; `import_rows` stores them back.
 
   python -m dssb.review export --db DB --out decisions.jsonl   (or .csv)
-  python -m dssb.review import --db DB --queue_name NAME decisions.jsonl
+  python -m dssb.review import --db DB --queue_name NAME decisions.jsonl   (dssb.review.importer)
 """
 
 import csv
@@ -359,22 +359,4 @@ def run(args) -> int:
   summary = ', '.join(f'{k} {v}' for k, v in counts.items())
   print(f'dssb.review export: {len(rows)} decisions ({summary}; {skipped} skipped items not '
         f'exported) -> {args.out}')
-  return 0
-
-
-def add_import_arguments(parser):
-  parser.add_argument('--db', required=True, help='the decisions file (SQLite) to write')
-  parser.add_argument('--queue_name', required=True,
-                      help='the queue these decisions belong to (the queue file\'s name without '
-                      'extension, as `serve` names it)')
-  parser.add_argument('files', nargs='+', help='exported decisions (.jsonl or .csv)')
-
-
-def run_import(args) -> int:
-  store = Store(args.db)
-  for path in args.files:
-    rows = read_export(path)
-    written, older = store.import_rows(rows, args.queue_name)
-    print(f'dssb.review import: {path}: {written} decisions stored in {args.db} '
-          f'(queue {args.queue_name!r}); {older} older than the stored decision left out')
   return 0
