@@ -325,7 +325,8 @@ def add_arguments(parser):
                       '(default: the login name)')
   parser.add_argument('--host', default='127.0.0.1',
                       help='127.0.0.1 by default; any other host needs a token')
-  parser.add_argument('--port', type=int, default=8020, help='0: any free port (printed)')
+  parser.add_argument('--port', type=int, default=8020,
+                      help='default 8020; 0: any free port (printed)')
   parser.add_argument('--token', help='required token (prefer --token_env: argv is visible to '
                       'other users of the machine)')
   parser.add_argument('--token_env', help='require the token held by this environment variable')
@@ -363,7 +364,10 @@ def run(args) -> int:
   db = args.db or default_db(args.queue)
   store = decisions.Store(db)
   store.set_queue(name, [item['id'] for item in items])
-  reviewer = args.reviewer or getpass.getuser()
+  try:
+    reviewer = args.reviewer or getpass.getuser()
+  except (KeyError, OSError):  # a container user with no passwd entry and no $USER
+    raise SystemExit('dssb.review serve: no login name here; pass --reviewer NAME') from None
   app = create_app(items, store, reviewer=reviewer, token=token, title=name)
   import uvicorn  # pylint: disable=g-import-not-at-top
   # IPPROTO_TCP named, so that asyncio sets TCP_NODELAY on each connection: without it a page
