@@ -34,10 +34,17 @@ def log(message: str) -> None:
 
 
 def use_compilation_cache(path: str) -> None:
-  """One persistent XLA cache for every run of the experiment (the same shapes compile once)."""
+  """One persistent XLA cache for every run of the experiment (the same shapes compile once).
+
+  Every compile is cached, however short or small: each run jits its own step and evaluation
+  functions (closures over the run's model and optimizer), so a second run of the same shapes
+  misses JAX's in-memory cache and reads XLA's executables from here instead of compiling them
+  again; a tiny model's compiles take well under a second each and would otherwise never be
+  written (experiments/bench_sweep_runs.py, results/perf/sweep_runs.md measure it)."""
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
 
 
 def call_in_process(fn: Callable, name: str, gin_files: Sequence[str],
