@@ -119,6 +119,11 @@ def test_keyboard_decisions_survive_sigkill_in_a_real_browser(tmp_path):
       assert shown() == items[3]['id']  # resumes where the reviewer left
       assert '3 of 6 reviewed' in tab.inner_text('#progress')
       assert items[0]['id'] in tab.inner_text('.recent')
+      tab.keyboard.press('t')  # a typed label, by keyboard only
+      tab.keyboard.type('piggy bank')
+      with tab.expect_navigation():
+        tab.keyboard.press('Enter')
+      assert shown() == items[4]['id'] and '4 of 6 reviewed' in tab.inner_text('#progress')
       browser.close()
   finally:
     server.kill()
@@ -126,11 +131,12 @@ def test_keyboard_decisions_survive_sigkill_in_a_real_browser(tmp_path):
       'SELECT id, action, label, reviewer FROM decisions ORDER BY updated').fetchall()
   assert rows == [(items[0]['id'], 'relabel', CANDIDATES[2], 'ana'),
                   (items[1]['id'], 'keep', items[1]['given_label'], 'ana'),
-                  (items[2]['id'], 'drop', None, 'ana')]
+                  (items[2]['id'], 'drop', None, 'ana'),
+                  (items[3]['id'], 'relabel', 'piggy bank', 'ana')]
   # a malformed POST to a real server process gets a 4xx with the reason
   server = ServerProcess(*args)
   try:
-    status, text, _ = request(port, 'POST', '/decide', {'id': items[3]['id'],
+    status, text, _ = request(port, 'POST', '/decide', {'id': items[4]['id'],
                                                          'action': 'relabel'})
     assert status == 400 and 'relabel needs a label' in _reason(text)
   finally:
@@ -222,6 +228,49 @@ def test_malformed_posts_get_4xx_with_the_reason(served, body, headers, status, 
   assert got == status, text
   assert needle in _reason(text).replace('&#39;', "'"), text
   assert served.store.rows(include_skips=True) == []  # nothing written
+
+
+def test_two_reviewers_posting_at_once_lose_nothing(served):
+  ids = [i['id'] for i in served.items]
+
+  def review(mine, label):
+    for i in mine:
+      assert request(served.port, 'POST', '/decide',
+                     {'id': i, 'action': 'relabel', 'label': label})[0] == 303
+      assert request(served.port, 'GET', '/')[0] == 200
+
+  threads = [threading.Thread(target=review, args=(ids[k::2], f'l{k}')) for k in (0, 1)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  rows = {r['id']: r['label'] for r in served.store.rows('queue')}
+  assert rows == {i: f'l{k % 2}' for k, i in enumerate(ids)}
+
+
+def test_sparse_items_render(tmp_path):
+  """Only the required fields; a given label outside the candidates; 12 candidates (keys
+  1-9 for the first nine); no votes, no student: the page still renders and keep works."""
+  cands = [f'c{i}' for i in range(12)]
+  (tmp_path / 'q.jsonl').write_text(
+      json.dumps({'rank': 1, 'id': 'x', 'input': 'in', 'candidates': cands,
+                  'given_label': 'elsewhere'}) + '\n' +
+      json.dumps({'rank': 2, 'id': 'y', 'input': 'in', 'candidates': []}) + '\n')
+  server = ThreadServer(tmp_path / 'q.jsonl', str(tmp_path / 'd.sqlite'))
+  try:
+    status, text, _ = request(server.port, 'GET', '/')
+    assert status == 200 and 'data-key="9"' in text
+    keyed = text.count('<button type="submit" data-key=')
+    assert keyed == 9 + 3 and '>c11<' in text  # 1-9, then k, d, s; c10 and c11 have no key
+    assert 'no votes in the queue' in text and 'no student probabilities' in text
+    assert request(server.port, 'POST', '/decide', {'id': 'x', 'action': 'keep'})[0] == 303
+    assert server.store.get('x')['label'] == 'elsewhere'
+    status, text, _ = request(server.port, 'GET', '/')
+    assert status == 200 and 'data-item-id="y"' in text and '<span class="abstain">none' in text
+    status, text, _ = request(server.port, 'POST', '/decide', {'id': 'y', 'action': 'keep'})
+    assert status == 400 and 'no given label to keep' in _reason(text)
+  finally:
+    server.stop()
 
 
 def test_other_4xx(served):
