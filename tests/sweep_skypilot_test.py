@@ -25,7 +25,8 @@ import json, sys
 import sky
 tasks = [sky.Task.from_yaml(path) for path in sys.argv[1:]]
 print(json.dumps([{'name': t.name, 'num_nodes': t.num_nodes, 'run': t.run, 'setup': t.setup,
-                   'envs': t.envs, 'resources': [str(r) for r in t.resources]} for t in tasks]))
+                   'envs': t.envs, 'resources': [str(r) for r in t.resources],
+                   'job_recovery': [r.job_recovery for r in t.resources]} for t in tasks]))
 """
 
 
@@ -74,8 +75,16 @@ def test_tpu_pod_tasks_parse_and_run_each_run_on_all_hosts(tmp_path):
       text = f.read()
     assert run.command('gs://bkt/fig6') in text
     spec = yaml.safe_load(text)
-    assert spec['resources']['job_recovery']['recover_on_exit_codes'] == [143]
     assert spec['workdir'] == REPO
+    # What a managed job's recovery needs, as SkyPilot read it: exit 143 (SIGTERM, state saved)
+    # recovers, other failures a few times; the run's MODEL_DIR is on the bucket, and the
+    # command that resumes it is the task's run.
+    assert task['job_recovery'] == [{'max_restarts_on_errors': 3, 'recover_on_exit_codes': [143],
+                                     'strategy': None}]  # None: SkyPilot's default strategy
+    assert command[command.index('--root') + 1] == 'gs://bkt/fig6'
+    assert f'MODEL_DIR = gs://bkt/fig6/{run.name}' in text
+    assert f"sky jobs logs -n {task['name']}" in text
+    assert f"sky jobs cancel -n {task['name']}" in text
   launch = (out / 'launch.sh').read_text().splitlines()
   assert [line.split()[-1] for line in launch if line.startswith('sky jobs launch')] == [
       os.path.basename(f) for f in files]

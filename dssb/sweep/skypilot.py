@@ -2,7 +2,11 @@
 
 dssb writes no scheduler: `sky jobs launch FILE` (a managed job) provisions the machines,
 restarts the job after a preemption or a failure (exit 143 is dssb's "preempted, state saved"),
-and the run resumes exactly from its checkpoints in MODEL_DIR on the bucket. Each file runs
+and the run resumes exactly from its checkpoints in MODEL_DIR on the bucket. What recovery needs
+is in each file: MODEL_DIR under a bucket --root (a local one is refused: a new cluster would
+not see it), a run command that resumes (rerun, it skips a finished run and resumes a partial
+one), `job_recovery` (exit 143 recovers; other failures up to max_restarts_on_errors times).
+The same recovery without SkyPilot, for one TPU VM: `run_tpu.sh launch --watch`. Each file runs
 `python -m dssb.sweep ... --run NAME`: the run's `python -m dssb.train` command in process (in
 the file's header), then its summary (sweep_run.json), so a report reads cluster runs and local
 ones alike. SkyPilot is needed only where jobs are launched (requirements-launch.txt); these
@@ -124,7 +128,11 @@ def emit(runs: Sequence[Run], root: str, cluster: Cluster, sweep_flags: Sequence
     name = f'{job}.yaml'
     header = (f'# dssb sweep {run.sweep}, run {run.name}\n'
               f'# The training it runs (then its summary): {run.command(root)}\n'
-              f'# Launch: sky jobs launch {name}\n')
+              f'# Launch: sky jobs launch {name}   (follow: sky jobs logs -n {job}; stop: sky '
+              f'jobs cancel -n {job})\n'
+              f'# Recovery: after a preemption (or exit 143, SIGTERM with its state saved) '
+              f'SkyPilot provisions again and reruns setup and run; the run resumes from its '
+              f'checkpoints in MODEL_DIR = {run.model_dir(root)}\n')
     (folder / name).write_text(header + yaml.dump(
         task(run, job, root, cluster, sweep_flags), Dumper=_Dumper, sort_keys=False, width=1000))
     launch.append(f'sky jobs launch -y {name}')
