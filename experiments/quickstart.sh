@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# The README's main job. Fresh machine -> the CPU mini-reproduction of distilling step-by-step:
-# set up .venv, then small T5s trained FROM SCRATCH on CQA and SVAMP (PaLM's released
-# rationales), standard finetuning vs step-by-step at 12.5% and 100% of the data, 3 seeds
-# (gin/cpu/mini_repro_short.gin, 24 runs), then the report in results/mini_repro/.
-#   bash experiments/quickstart.sh          # the short default
-#   bash experiments/quickstart.sh --full   # the whole grid (gin/cpu/mini_repro.gin, 72 runs)
-# Stopped, it continues where it was when run again (finished runs are skipped, the rest resume).
+# The README's main job. Fresh machine -> the one-eighth claim of distilling step-by-step, tested
+# on the CPU testbed (synthetic word problems with a simulated teacher, small T5s from scratch):
+#   1. set up .venv (experiments/setup.sh);
+#   2. standard finetuning vs distilling step-by-step at 12.5 / 25 / 50 / 100% of the labelled
+#      data, 3 seeds (gin/testbed/one_eighth.gin, 24 runs in one process, one compile cache);
+#   3. a real-data check: step-by-step on CQA with PaLM's released rationales, 40 steps through
+#      the paper's data path (gin/testbed/cqa_check.gin);
+#   4. the report (results/testbed/), ending with the verdict table.
+#   bash experiments/quickstart.sh                 # the main job
+#   bash experiments/quickstart.sh --mini_repro    # the real-data mini-reproduction instead
+#   bash experiments/quickstart.sh --mini_repro --full   # its whole grid (72 runs)
+# Extra arguments go to the sweep (e.g. --only FRACTION=0.125). Stopped, it continues where it
+# was when run again (finished runs are skipped, the rest resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=testbed
+if [ "${1:-}" = "--mini_repro" ]; then MODE=mini_repro; shift; fi
 SWEEP=gin/cpu/mini_repro_short.gin
-if [ "${1:-}" = "--full" ]; then SWEEP=gin/cpu/mini_repro.gin; shift; fi
-SKIP_LAUNCH_ENV=1 bash experiments/setup.sh
+if [ "$MODE" = mini_repro ] && [ "${1:-}" = "--full" ]; then SWEEP=gin/cpu/mini_repro.gin; shift; fi
+SKIP_LAUNCH_ENV=1 SKIP_BROWSER=1 bash experiments/setup.sh
 if [ -z "${DSSB_DATA_DIR:-}" ] && [ -d ../shared/dss_data/datasets ]; then
   export DSSB_DATA_DIR=$(cd ../shared/dss_data && pwd)
 fi
@@ -18,7 +26,24 @@ if [ -z "${DSSB_DATA_DIR:-}" ]; then
   export DSSB_DATA_DIR=$HOME/.cache/dssb/dss_data
   [ -d "$DSSB_DATA_DIR/datasets" ] || .venv/bin/python -m dssb.data download --out "$DSSB_DATA_DIR"
 fi
-ROOT=${ROOT:-runs/mini_repro}
-.venv/bin/python -m dssb.sweep --gin_file=$SWEEP --root "$ROOT" "$@"
-.venv/bin/python -m dssb.report results/mini_repro --collect "$ROOT"
-echo "report: results/mini_repro/README.md"
+start=$(date +%s)
+if [ "$MODE" = mini_repro ]; then
+  ROOT=${ROOT:-runs/mini_repro}
+  .venv/bin/python -m dssb.sweep --gin_file=$SWEEP --root "$ROOT" "$@"
+  .venv/bin/python -m dssb.report results/mini_repro --collect "$ROOT"
+  echo "report: results/mini_repro/README.md ($(( $(date +%s) - start )) s after set-up)"
+  exit 0
+fi
+ROOT=${ROOT:-runs/testbed}
+.venv/bin/python -m dssb.sweep --gin_file=gin/testbed/one_eighth.gin --root "$ROOT" "$@"
+.venv/bin/python -m dssb.train --gin_file=gin/testbed/cqa_check.gin \
+  --gin.MODEL_DIR="'$ROOT-cqa_check'" 2>&1 | grep -E '^(task|test|step [0-9]+ validation)' || {
+    echo "the CQA check failed: rerun it alone to see why:" >&2
+    echo "  .venv/bin/python -m dssb.train --gin_file=gin/testbed/cqa_check.gin" \
+      "--gin.MODEL_DIR=\"'$ROOT-cqa_check'\"" >&2
+    exit 1; }
+.venv/bin/python -m dssb.report results/testbed --collect "$ROOT"
+echo
+echo "The one-eighth claim on the testbed (results/testbed/README.md; verdicts computed):"
+grep -E '^\| (claim|---|one_eighth) ' results/testbed/README.md
+echo "($(( $(date +%s) - start )) s after set-up)"
