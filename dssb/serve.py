@@ -21,7 +21,6 @@ import hmac
 import json
 import os
 import secrets
-import socket
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Literal, Optional, Union
 import pydantic
 
 from dssb import inference
+from dssb import listen
 from dssb.batching import BatchQueue
 
 MAX_CHOICES = 64
@@ -349,10 +349,7 @@ def main(argv=None):
                    batch_wait_s=args.batch_wait_ms / 1000,
                    batch_max_wait_s=args.batch_max_wait_ms / 1000, request_log=args.request_log,
                    api_key=api_key, max_request_bytes=args.max_request_bytes)
-  sock = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET)
-  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-  sock.bind((args.host, args.port))
-  sock.listen(2048)  # connections queue from now on, so the printed address is usable at once
+  sock = listen.listening_socket(args.host, args.port, backlog=2048)
   host, port = sock.getsockname()[:2]
   print(f'dssb.serve: {name} ({model.source}) on http://{host}:{port}/v1', flush=True)
   config = uvicorn.Config(app, log_level='warning', access_log=False, timeout_keep_alive=30)

@@ -8,7 +8,8 @@ Modules (one concern each):
   crossfit   out-of-fold student probabilities (scikit-learn and T5 rank classification)
   flag       cleanlab's find_label_issues over them; the ranked review queue
   apply      the reviewed result: relabel, drop, keep, neighbour relabel -> a training label set
-  decisions  reviewers' decisions in SQLite; export / import as a label source
+  decisions  reviewers' decisions in SQLite; export as a label source
+  importer   exported decisions back into a decisions file
   page       the review page (FastAPI + Jinja2, server-rendered)
   __main__   python -m dssb.review {sources, combine, flag, serve, export, apply}
 """

@@ -26,13 +26,13 @@ import ipaddress
 import json
 import math
 import os
-import socket
 import sys
 import urllib.parse
 from typing import Optional
 
 import jinja2
 
+from dssb import listen
 from dssb import paths
 from dssb.review import decisions
 
@@ -370,13 +370,7 @@ def run(args) -> int:
     raise SystemExit('dssb.review serve: no login name here; pass --reviewer NAME') from None
   app = create_app(items, store, reviewer=reviewer, token=token, title=name)
   import uvicorn  # pylint: disable=g-import-not-at-top
-  # IPPROTO_TCP named, so that asyncio sets TCP_NODELAY on each connection: without it a page
-  # written in two parts waits ~40 ms for the browser's delayed ACK on a kept-alive connection
-  sock = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET,
-                       socket.SOCK_STREAM, socket.IPPROTO_TCP)
-  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-  sock.bind((args.host, args.port))
-  sock.listen(128)  # connections queue from now on, so the printed address is usable at once
+  sock = listen.listening_socket(args.host, args.port)
   host, port = sock.getsockname()[:2]
   done, total = store.progress()
   print(f'dssb.review: {total} items from {args.queue} ({done} reviewed), decisions in {db} '
