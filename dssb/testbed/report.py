@@ -125,7 +125,11 @@ def _tuning_section(tuning: list) -> List[str]:
   keys = sorted({k for t in tuning for k in t['settings'] if k != 'SEED'})
   lines = ['## The pre-registration search (standard finetuning only)', '',
            'Validation accuracy (%) of standard finetuning on 100% of the human labels, seed 0, '
-           'one run per point (`gin/testbed/tune.gin`); no step-by-step run took part.', '',
+           'one run per point (`gin/testbed/tune.gin`); no step-by-step run took part. The rule, '
+           'written in tune.gin before the 2-step points were read: the largest NUM_STEPS whose '
+           'best learning rate gives standard finetuning 20-80% (it learns something; room '
+           'above it), at that learning rate; steps and model are fixed by the time budget. '
+           f'The outcome is `{SETTINGS_FILE}`.', '',
            '| ' + ' | '.join(keys) + ' | validation |', '|' + '---|' * (len(keys) + 1)]
   for t in tuning:
     value = 'n/a' if t['validation'] is None else f'{t["validation"]:.1f}'
@@ -169,8 +173,10 @@ def figure(claim: dict):
 
 
 def render(summaries: Sequence[dict], out_dir: str) -> List[str]:
-  """Writes README.md, report.json and one PNG per claim into out_dir; returns their paths."""
+  """Writes README.md, report.json and one PNG per claim into out_dir; returns their absolute
+  paths."""
   report = build(summaries)
+  out_dir = os.path.abspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   written = []
   path = os.path.join(out_dir, 'README.md')
