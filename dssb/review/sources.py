@@ -145,7 +145,7 @@ def teacher_columns(dataset: str, split: str, teacher: str, rows: list,
     records = data_sources.read_jsonl(str(records_path))
     if len(records) != len(rows):
       raise ValueError(f'{records_path}: {len(records)} records for {len(rows)} input rows')
-    n = len(records[0]['samples']) if records else 0
+    n = len(records[0].get('samples') or []) if records else 0
     if n > 1:
       for k in range(n):
         sample_labels = []
