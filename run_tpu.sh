@@ -208,6 +208,15 @@ elif state=$(vm_state); then
         "first, or let \`run_tpu.sh watch\` recreate it" >&2
       exit 1 ;;
   esac
+elif [ "$QUEUED" = 1 ] && queued=$(gcloud compute tpus queued-resources describe "$TPU" \
+    "${WHERE[@]}" --format='value(state.state)' 2>/dev/null); then
+  create=0  # queued already: wait for its VM
+  case "$queued" in
+    FAILED|SUSPENDED|SUSPENDING)
+      echo "run_tpu.sh: queued resource $TPU is $queued: \`bash run_tpu.sh delete --tpu $TPU" \
+        "--zone $ZONE --queued\` first, or let \`run_tpu.sh watch\` queue it again" >&2
+      exit 1 ;;
+  esac
 else
   create=1
 fi

@@ -145,6 +145,19 @@ def _describe(root, args):
   return 0
 
 
+def _describe_queued(root, args):
+  """A queued resource lives as long as its VM here (ACTIVE); a preempted one is SUSPENDED."""
+  with _state(root) as vm:
+    state = vm['state']
+  if state is None:
+    print(f'ERROR: NOT_FOUND: queued resource {args[4]}', file=sys.stderr)
+    return 1
+  state = 'SUSPENDED' if state == 'PREEMPTED' else 'ACTIVE'
+  print(state if _option(args, 'format') == 'value(state.state)' else
+        json.dumps({'name': args[4], 'state': {'state': state}}))
+  return 0
+
+
 def _create(root, name):
   with _state(root) as vm:
     if vm['state'] is not None:
@@ -270,7 +283,8 @@ def main(args):
           'ssh': lambda: _ssh(root, rest),
           'scp': lambda: _scp(root, args)}.get(verb, lambda: 2)()
   elif args[:3] == QR_PREFIX and len(args) > 4:
-    rc = {'create': lambda: _create(root, args[4]),
+    rc = {'describe': lambda: _describe_queued(root, args),
+          'create': lambda: _create(root, args[4]),
           'delete': lambda: _delete(root, args[4])}.get(args[3], lambda: 2)()
   elif args[:1] == ['storage'] and len(args) > 2:
     rc = _storage(root, args)

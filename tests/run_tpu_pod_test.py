@@ -136,6 +136,10 @@ def test_status_says_one_line_per_worker(cloud):
       f'worker 0: running (pid {_pid(root, 0)})', 'worker 1: exited with code 143',
       'worker 2: not started', 'worker 3: no answer']
   assert 'exit code 143' in lines[2]  # the last line of its log
+  logs = _run_tpu(env, 'logs', *POD, '--lines', '5').stdout.splitlines()
+  shown = {l.split(']')[0] + ']' for l in logs}  # worker 2 may have been killed before a line
+  assert {'[worker 0]', '[worker 1]'} <= shown <= {'[worker 0]', '[worker 1]', '[worker 2]'}
+  assert '[worker 1] got TERM' in logs
   fake_gcloud.preempt(root, vanish=True)
   assert _run_tpu(env, 'status', *POD).stdout.strip() == 'TPU pod (us-central2-b): does not exist'
 
@@ -280,3 +284,28 @@ def test_a_stopped_run_is_not_relaunched(cloud):
     _stop_watcher(watcher)
   assert 'stopped with `run_tpu.sh stop`: not relaunching' in _watch_log(env)
   assert len(_starts(root)) == 1
+
+
+def test_a_sweep_on_a_queued_resource_is_watched_until_every_worker_exits_0(cloud):
+  install, root = cloud
+  env = install(workers=2, creating_polls=1)
+  env['FAKE_TRAIN_SECONDS'] = '3'
+  assert LAUNCH[8] == '--spot' and LAUNCH[13] == '--'
+  watcher = _watcher(env, 'launch', *LAUNCH[:8], '--queued', '--sweep', '--watch',
+                     *LAUNCH[9:14], '--gin_file=x.gin', '--root', 'gs://bkt/sweep')
+  try:
+    _wait(lambda: '0: running, 1: running' in _watch_log(env), 90, 'the run')
+    fake_gcloud.preempt(root)
+    assert watcher.wait(timeout=120) == 0, _watch_log(env)
+  finally:
+    _stop_watcher(watcher)
+  assert 'every worker exited 0: the run is done' in _events(env)[-1]  # a sweep: no results.json
+  assert sum('the VM is PREEMPTED: deleting it' in l for l in _events(env)) == 1
+  calls = [c['args'] for c in fake_gcloud.calls(root)]
+  queued = [c for c in calls if c[:3] == ['compute', 'tpus', 'queued-resources']
+            and c[3] != 'describe']
+  assert [c[3:5] for c in queued] == [['create', 'pod'], ['delete', 'pod'], ['create', 'pod']]
+  assert {'--node-id=pod', '--spot'} <= set(queued[0]) and '--force' in queued[1]
+  assert not [c for c in calls if c[2:4] in (['tpu-vm', 'create'], ['tpu-vm', 'delete'])]
+  assert all('-m dssb.sweep --multihost' in c['args'][-1] for c in _starts(root))
+  assert os.path.exists(fake_gcloud.gcs(root, 'gs://bkt/sweep/logs/worker-1.log'))

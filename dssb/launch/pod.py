@@ -88,9 +88,27 @@ def gcloud(args: Sequence[str], timeout: Optional[float] = None) -> subprocess.C
                         check=False)
 
 
+# A queued resource without its VM: still to come (wait), or lost (delete it and queue again).
+QUEUED_WAITING = ('ACCEPTED', 'WAITING_FOR_RESOURCES', 'PROVISIONING', 'CREATING', 'ACTIVE')
+
+
 def describe(pod: Pod) -> Optional[dict]:
-  """The VM's description (state, networkEndpoints, ...), or None when it does not exist."""
-  proc = gcloud(['gcloud', 'compute', 'tpus', 'tpu-vm', 'describe', pod.tpu, *pod.where(),
+  """The VM's description (state, networkEndpoints, ...), or None when it does not exist. For a
+  queued resource whose VM does not exist (yet, or any more), its state says what to do: one
+  still waiting reads as CREATING, a suspended or failed one as PREEMPTED."""
+  vm = _describe(pod, ['tpu-vm'])
+  if vm is not None or not pod.queued:
+    return vm
+  queued = _describe(pod, ['queued-resources'])
+  if queued is None:
+    return None
+  state = (queued.get('state') or {}).get('state', 'UNKNOWN')
+  return {'state': 'CREATING' if state in QUEUED_WAITING else 'PREEMPTED',
+          'queuedResource': state}
+
+
+def _describe(pod: Pod, kind: List[str]) -> Optional[dict]:
+  proc = gcloud(['gcloud', 'compute', 'tpus', *kind, 'describe', pod.tpu, *pod.where(),
                  '--format=json'], timeout=300)
   if proc.returncode == 0:
     return json.loads(proc.stdout)
