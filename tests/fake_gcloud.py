@@ -6,7 +6,7 @@ Google Cloud cannot be reached here, so this plays it, first on PATH (`install`)
   fresh (empty) worker disks; `preempt` (the test says when) kills every process on the VM with
   SIGKILL, as losing the machine does, and leaves it PREEMPTED (or gone); `delete` removes it.
   So a watched run lives READY -> PREEMPTED -> absent -> CREATING -> READY. `create_failures`
-  failed creates come first (no spot capacity).
+  failed creates come first (no spot capacity), and `describe_errors` failed describes.
 - `ssh --worker=all|N --command=C` runs C with bash in each worker's folder (its HOME), all at
   once; TPU_WORKER_ID is the worker's number (the metadata server's answer on a TPU VM), and
   FAKE_TPU_VM marks every process started there (so a preemption finds them all). `scp` copies
@@ -35,7 +35,7 @@ QR_PREFIX = ['compute', 'tpus', 'queued-resources']
 
 
 def install(root, workers=1, state='absent', creating_polls=1, create_failures=0, venv='',
-            silent_workers=()):
+            silent_workers=(), describe_errors=0):
   """Writes ROOT/bin/gcloud and the VM's state; returns the environment that uses them."""
   root = str(root)
   os.makedirs(os.path.join(root, 'bin'), exist_ok=True)
@@ -46,7 +46,8 @@ def install(root, workers=1, state='absent', creating_polls=1, create_failures=0
   os.chmod(gcloud, 0o755)
   vm = {'state': None if state == 'absent' else state, 'workers': workers,
         'creating_polls': creating_polls, 'creating_left': creating_polls,
-        'create_failures': create_failures, 'silent_workers': list(silent_workers)}
+        'create_failures': create_failures, 'silent_workers': list(silent_workers),
+        'describe_errors': describe_errors}
   if vm['state']:
     _fresh_disks(root, vm)
   _write(root, vm)
@@ -127,6 +128,11 @@ def _option(args, name, default=None):
 
 def _describe(root, args):
   with _state(root) as vm:
+    if vm['describe_errors'] > 0:  # the network, or Google's API, fails now and then
+      vm['describe_errors'] -= 1
+      print('ERROR: (gcloud.compute.tpus.tpu-vm.describe) UNAVAILABLE: connection reset',
+            file=sys.stderr)
+      return 1
     if vm['state'] == 'CREATING':
       if vm['creating_left'] <= 0:
         vm['state'] = 'READY'

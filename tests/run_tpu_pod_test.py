@@ -140,8 +140,10 @@ def test_status_says_one_line_per_worker(cloud):
   shown = {l.split(']')[0] + ']' for l in logs}  # worker 2 may have been killed before a line
   assert {'[worker 0]', '[worker 1]'} <= shown <= {'[worker 0]', '[worker 1]', '[worker 2]'}
   assert '[worker 1] got TERM' in logs
-  fake_gcloud.preempt(root, vanish=True)
+  deleted = _run_tpu(env, 'delete', *POD)
+  assert deleted.returncode == 0 and deleted.stdout.strip() == 'deleted pod', deleted.stderr
   assert _run_tpu(env, 'status', *POD).stdout.strip() == 'TPU pod (us-central2-b): does not exist'
+  assert not _alive(_pid(root, 0))  # (the fake's delete takes the processes with it)
 
 
 def test_parse_workers_ignores_other_output_and_names_the_silent():
@@ -252,10 +254,11 @@ def test_watcher_gives_up_after_the_retry_bound(cloud):
 
 def test_watcher_ends_at_an_existing_summary_and_allows_one_watcher_per_tpu(cloud):
   install, root = cloud
-  env = install(workers=1, state='CREATING', creating_polls=10 ** 6)  # never READY
-  first = _watcher(env, 'watch', *LAUNCH)
+  env = install(workers=1, state='CREATING', creating_polls=10 ** 6, describe_errors=2)
+  first = _watcher(env, 'watch', *LAUNCH)  # the VM is never READY
   try:
     _wait(lambda: 'VM CREATING: waiting' in _watch_log(env), 60, 'the first watcher')
+    assert _watch_log(env).count('UNAVAILABLE: connection reset; polling again') == 2
     second = _run_tpu(env, 'watch', *LAUNCH)
     assert second.returncode == 4
     assert 'another watcher of this TPU is running' in second.stdout

@@ -53,7 +53,10 @@ def is_done(done_file: Optional[str]) -> bool:
     return False
   if '://' not in done_file:
     return os.path.exists(done_file)
-  return pod_lib.gcloud(['gcloud', 'storage', 'ls', done_file], timeout=300).returncode == 0
+  try:
+    return pod_lib.gcloud(['gcloud', 'storage', 'ls', done_file], timeout=300).returncode == 0
+  except subprocess.TimeoutExpired:
+    return False
 
 
 @contextlib.contextmanager
@@ -96,20 +99,21 @@ def _watch(pod, relaunch: List[str], settings: Settings, launch_first: bool, sle
       return _finish(pod, settings, f'{settings.done_file} exists: the run is done')
     try:
       vm = pod_lib.describe(pod)
-    except pod_lib.GcloudError as e:
+      state = vm.get('state', 'UNKNOWN') if vm else 'absent'
+      if state == 'READY':
+        workers = pod_lib.workers(pod, pod_lib.worker_count(vm))
+        now = 'READY; ' + ', '.join(f'{w.index}: {w.state}' + (
+            f' {w.exit_code}' if w.exit_code is not None else '') for w in workers)
+        if now != seen:
+          log(pod, f'VM {now}')
+          seen = now
+        verdict = _judge(pod, workers, settings)
+    except (pod_lib.GcloudError, subprocess.TimeoutExpired) as e:  # the network, gcloud itself
       log(pod, f'{e}; polling again')
       sleep(settings.poll_seconds)
       continue
-    state = vm.get('state', 'UNKNOWN') if vm else 'absent'
     delete_first = state in RECREATE
     if state == 'READY':
-      workers = pod_lib.workers(pod, pod_lib.worker_count(vm))
-      now = 'READY; ' + ', '.join(f'{w.index}: {w.state}' + (
-          f' {w.exit_code}' if w.exit_code is not None else '') for w in workers)
-      if now != seen:
-        log(pod, f'VM {now}')
-        seen = now
-      verdict = _judge(pod, workers, settings)
       if isinstance(verdict, int):
         return verdict
       if verdict is None:
@@ -147,7 +151,7 @@ def _watch(pod, relaunch: List[str], settings: Settings, launch_first: bool, sle
       log(pod, f'{what}: {reason}: deleting it')
       try:
         pod_lib.delete(pod)
-      except pod_lib.GcloudError as e:
+      except (pod_lib.GcloudError, subprocess.TimeoutExpired) as e:
         log(pod, f'{what} failed: {e}')
         failed_in_a_row += 1
         continue
