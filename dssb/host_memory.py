@@ -39,3 +39,18 @@ def restart_keeping_freed_memory() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, env)
+
+
+def peak_rss_mib(children: bool = False) -> float:
+  """Peak resident memory in MiB of this process (its high-water mark, across the restart
+  above), or with children=True of its largest finished child process."""
+  import resource  # pylint: disable=g-import-not-at-top  (Unix only)
+  who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+  kib = resource.getrusage(who).ru_maxrss  # KiB on Linux
+  return round(kib / 1024, 1)
+
+
+def report() -> dict:
+  """What a benchmark or a run's summary records about host memory."""
+  return {'peak_rss_mib': peak_rss_mib(), 'keeps_freed_memory': keeps_freed_memory(),
+          'tunables': TUNABLES if keeps_freed_memory() else None}

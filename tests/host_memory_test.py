@@ -46,3 +46,17 @@ def test_restart_happens_once(monkeypatch):
   monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.check=0:' + host_memory.TUNABLES)
   monkeypatch.setattr(os, 'execve', lambda *a: pytest.fail(f'restarted again: {a}'))
   host_memory.restart_keeping_freed_memory()
+
+
+def test_peak_rss_counts_a_touched_block():
+  """A process that touched 512 MiB reports a peak of at least that; its parent sees it as its
+  largest child."""
+  code = ('import json, numpy as np; from dssb import host_memory; np.ones(1 << 26).sum(); '
+          'print(json.dumps(host_memory.report()))')
+  before = host_memory.peak_rss_mib(children=True)
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        timeout=120, check=True, env=dict(os.environ, DSSB_KEEP_FREED_MEMORY='0'))
+  report = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert 512 <= report['peak_rss_mib'] < 2048, report
+  assert report['keeps_freed_memory'] is False and report['tunables'] is None
+  assert host_memory.peak_rss_mib(children=True) >= max(before, 512)

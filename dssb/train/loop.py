@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import flax.linen as nn
 import jax
 
-from dssb import input_pipeline, losses, optimizers, packing as packing_lib, paths, sharding
+from dssb import (host_memory, input_pipeline, losses, optimizers, packing as packing_lib, paths,
+                  sharding)
 from dssb.model import T5, T5Config
 from dssb.run_checkpoints import RunCheckpoints, load_frozen, meta_for
 from dssb.train import state as state_lib
@@ -38,7 +39,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           selection_metric: Optional[str] = None, reported_number: str = 'last',
           matmul_precision: Optional[str] = None,
           length_buckets: Optional[Sequence[int]] = input_pipeline.DEFAULT_LENGTH_BUCKETS,
-          packing: int = 0, checkpoint_every: int = 250,
+          packing: int = 0, grad_accum_steps: int = 1, checkpoint_every: int = 250,
           keep_checkpoints: int = 3, async_checkpoints: bool = True,
           soft_targets: Optional[losses.SoftTargets] = None,
           teacher_checkpoint: Optional[str] = None,
@@ -87,6 +88,10 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
       length. None: pad every batch to feature_lengths. The examples and the loss are the same.
     packing: 0, one example per row; k >= 2, pack about k examples per row (dssb/packing.py):
       each step then holds a varying number of examples, at least batch_size on average.
+    grad_accum_steps: split each step's global batch into this many micro-batches, one after
+      the other in the one jitted step, and update once with their summed gradient, normalised
+      as the whole batch (dssb/train/step.py): the same update in less memory. The batch (or
+      packed row count) must split evenly over micro-batches times the data axis.
     checkpoint_every: save every this many steps (and at the end, and on SIGTERM).
     keep_checkpoints: how many recent checkpoints to keep (the best is kept besides).
     async_checkpoints: save in the background.
@@ -102,7 +107,8 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     The summary also written to MODEL_DIR/results.json: test metrics 'last',
     'best_on_validation', 'max_over_evals' (with test_at_every_eval), their 'labels',
     'reported' and 'fidelity' (dropout mode, matmul precision, reported number, optimizer,
-    weight decay and its rule).
+    weight decay and its rule, grad_accum_steps) and 'host_memory' (this host's peak resident
+    memory).
 
   Raises:
     Preempted: after SIGTERM, once the state is saved (the command line exits with 143).
@@ -118,7 +124,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
   seqio_task = seqio.get_mixture_or_task(task)
   _check_vocab(seqio_task, model_config)
   mesh, rules = mesh_fn(), axis_rules_fn()
-  _check_batch_sizes(mesh, batch_size, eval_batch_size)
+  _check_batch_sizes(mesh, batch_size, eval_batch_size, grad_accum_steps, packing)
   check_reported_number(reported_number, test_at_every_eval)
   _matmul_precision(matmul_precision)  # a bad name fails here, before any work
   tracing_context = functools.partial(_tracing_context, mesh, rules, matmul_precision)
@@ -133,6 +139,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
       + f'; global batch {batch_size} on mesh {dict(mesh.shape)}')
   vocabulary = seqio_task.output_features['targets'].vocabulary
   run_settings = {'data_seed': data_seed, 'batch_size': batch_size, 'packing': packing,
+                  'grad_accum_steps': grad_accum_steps,
                   'vocab_path': getattr(vocabulary, 'sentencepiece_model_file', None)}
 
   # Tracing happens inside these contexts, so activations get their logical constraints.
@@ -149,7 +156,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
     loss_fn = make_loss_fn(T5(model_config), alpha, label_smoothing, z_loss, soft_targets,
                            teacher_model)
     train_step = jax.jit(
-        make_train_step(loss_fn, tx, sched),
+        make_train_step(loss_fn, tx, sched, grad_accum_steps),
         in_shardings=(shardings, sharding.batch_sharding(mesh), rep, *teacher_shardings),
         out_shardings=(shardings, rep), donate_argnums=0)
     rng = jax.random.PRNGKey(seed)
@@ -168,7 +175,7 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                             context=tracing_context, batches_in_flight=eval_batches_in_flight)
       metrics_log = MetricsLog(run_dir, start_step, log_every, num_steps)
       batches = _train_batches(splits['train'], feature_lengths, batch_size, data_seed,
-                               start_step, length_buckets, packing, mesh)
+                               start_step, length_buckets, packing, mesh, grad_accum_steps)
       progress = _progress_bar(num_steps, start_step)
       for step, local_batch in itertools.islice(batches, max(0, num_steps - start_step)):
         state, metrics = train_step(state, sharding.host_to_global(local_batch, mesh), rng,
@@ -205,8 +212,10 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
                              'matmul_precision': matmul_precision or 'default',
                              'reported_number': reported_number,
                              'test_at_every_eval': test_at_every_eval,
+                             'grad_accum_steps': grad_accum_steps,
                              **optimizers.decay_settings(optimizer)}
       summary['last_checkpoint_step'] = ckpt.latest_step()
+      summary['host_memory'] = host_memory.report()  # this host's peak RSS, at the end
       write_summary(run_dir, summary, gin.operative_config_str())
       return summary
     except FloatingPointError as e:
@@ -222,14 +231,15 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
 
 
 def _train_batches(examples, feature_lengths, batch_size, data_seed, start_step,
-                   length_buckets, packing, mesh):
+                   length_buckets, packing, mesh, grad_accum_steps=1):
   """(step, host-local batch) from start_step on: bucketed (or fixed) rows, or packed ones."""
   hosts = (jax.process_index(), jax.process_count())
   if not packing:
     return input_pipeline.train_batches(examples, feature_lengths, batch_size, data_seed,
                                         start_step, *hosts, length_buckets=length_buckets)
   shape = packing_lib.packed_shape(examples, feature_lengths, batch_size, packing, data_seed,
-                                   math.lcm(mesh.shape['data'], hosts[1]), length_buckets)
+                                   math.lcm(mesh.shape['data'] * grad_accum_steps, hosts[1]),
+                                   length_buckets)
   log(f'packing: {shape.rows} rows per sub-batch, row lengths {dict(shape.lengths)}')
   return packing_lib.packed_batches(examples, shape, data_seed, start_step, *hosts)
 
@@ -277,7 +287,15 @@ def _check_vocab(task, config: T5Config):
                      'model.T5Config.vocab_size in gin to at least the vocabulary size')
 
 
-def _check_batch_sizes(mesh, batch_size: int, eval_batch_size: int):
+def _check_batch_sizes(mesh, batch_size: int, eval_batch_size: int, grad_accum_steps: int = 1,
+                      packing: int = 0):
   if batch_size % mesh.shape['data'] or eval_batch_size % mesh.shape['data']:
     raise ValueError(f'batch_size {batch_size} and eval_batch_size {eval_batch_size} must be '
                      f'multiples of the data axis ({mesh.shape["data"]})')
+  if grad_accum_steps < 1:
+    raise ValueError(f'train.grad_accum_steps={grad_accum_steps}: must be >= 1')
+  # Packed rows are counted as a multiple of both (see _train_batches).
+  if not packing and batch_size % (mesh.shape['data'] * grad_accum_steps):
+    raise ValueError(f'batch_size {batch_size} does not split into train.grad_accum_steps='
+                     f'{grad_accum_steps} micro-batches of a multiple of the data axis '
+                     f'({mesh.shape["data"]}) rows each')

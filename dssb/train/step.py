@@ -14,10 +14,22 @@ stop_gradient). Where it reads its distributions:
     student target token (Snell et al. 2022, Sec. 2.4);
   - otherwise (knowledge distillation for distilling step-by-step with a dssb teacher): the
     teacher reads each student sub-batch as it is, and every target token has its distribution.
+
+Gradient accumulation (train.grad_accum_steps = k; the official run.py's --grad_steps, t5x's
+num_microbatches): the global batch is split into k micro-batches of its rows, each one's
+gradient is taken in turn under lax.scan inside the one jitted step, and the optimizer updates
+once with their sum. Each sub-batch's loss is normalised by the target tokens of that sub-batch
+in the WHOLE step (counted before the split), so the k micro-batch losses add up to the loss of
+the one big batch (per task, per target token), and so do their gradients, up to float rounding.
+(Hugging Face's accumulation, the official code's, instead averages the micro-batches' means,
+which weighs a token by the size of its micro-batch.) Micro-batch j holds rows j, j + k,
+j + 2k, ...: with the batch split over 'data', every device keeps its own rows. All k share the
+step's padded shape (its length bucket): scan needs one shape.
 """
 
 from typing import Any, Callable, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -60,7 +72,9 @@ def make_loss_fn(model: T5, alpha: float, label_smoothing: float, z_loss: float,
   if soft_targets is not None and teacher is None:
     raise ValueError('make_loss_fn: soft targets need the teacher model')
 
-  def loss_fn(params, batch, rng, enable_dropout=True, teacher_params=None):
+  def loss_fn(params, batch, rng, enable_dropout=True, teacher_params=None, token_totals=None):
+    """token_totals: {sub-batch name: its target tokens in the whole step} when `batch` is one
+    micro-batch of it; each sub-batch's mean is then rescaled to sum / that total."""
     parts, metrics = {}, {}
     student_parts = [name for name in sorted(batch) if name != TEACHER_PART]
     for i, name in enumerate(student_parts):  # 'label', then 'rationale' if present
@@ -78,6 +92,8 @@ def make_loss_fn(model: T5, alpha: float, label_smoothing: float, z_loss: float,
       parts[name], metrics[f'{name}_kl'] = losses.soft_target_loss(
           logits, teacher_logits, b['decoder_target_tokens'], b['decoder_loss_weights'],
           has_teacher, soft_targets, jax.random.fold_in(rng, 1000 + i), z_loss)
+    if token_totals is not None:
+      parts = {name: _share_of_step(part, token_totals[name]) for name, part in parts.items()}
     loss = losses.step_by_step_loss(parts['label'], parts.get('rationale'), alpha)
     metrics.update({f'{name}_loss': part.loss for name, part in parts.items()})
     metrics.update(loss=loss, z_loss=sum(p.z_loss for p in parts.values()),
@@ -87,14 +103,58 @@ def make_loss_fn(model: T5, alpha: float, label_smoothing: float, z_loss: float,
   return loss_fn
 
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedule):
+def _share_of_step(part: losses.TokenLoss, step_tokens) -> losses.TokenLoss:
+  """A micro-batch's mean token loss -> its token sum over the whole step's token count."""
+  share = part.num_tokens / jnp.maximum(step_tokens, 1.0)
+  return losses.TokenLoss(part.loss * share, part.z_loss * share, part.num_tokens)
+
+
+def split_microbatches(x, k: int):
+  """[B, ...] -> [k, B / k, ...], micro-batch j holding rows j, j + k, ... (see the module
+  docstring); the row axis stays on 'batch' (the mesh's data axis)."""
+  if x.shape[0] % k:
+    raise ValueError(f'a batch of {x.shape[0]} rows does not split into {k} micro-batches')
+  micro = jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+  return nn.with_logical_constraint(micro, (None, 'batch') + (None,) * (x.ndim - 1))
+
+
+def _accumulated_grads(loss_fn: Callable, params, batch, step_rng, teacher_params, k: int):
+  """(metrics, grads) of the whole batch, summed over k micro-batches under lax.scan."""
+  totals = {name: jnp.sum(part['decoder_loss_weights'].astype(jnp.float32))
+            for name, part in batch.items() if name != TEACHER_PART}
+  micro = jax.tree.map(lambda x: split_microbatches(x, k), batch)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def body(grads_sum, i_and_batch):
+    i, micro_batch = i_and_batch
+    (_, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(step_rng, i),
+                                  teacher_params=teacher_params, token_totals=totals)
+    return jax.tree.map(jnp.add, grads_sum, grads), metrics
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  grads, per_micro = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
+  # Losses and token counts add up over the micro-batches; the KL metrics are means of theirs.
+  metrics = {name: jnp.mean(v, 0) if name.endswith('_kl') else jnp.sum(v, 0)
+             for name, v in per_micro.items()}
+  return metrics, grads
+
+
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedule,
+                    grad_accum_steps: int = 1):
   """train_step(state, batch, rng, teacher_params=None) -> (state, metrics); pure, jitted once
-  by the caller. Gradients are taken with respect to the student's params only."""
+  by the caller. Gradients are taken with respect to the student's params only, over
+  grad_accum_steps micro-batches of the batch (1: the whole batch at once)."""
+  if grad_accum_steps < 1:
+    raise ValueError(f'grad_accum_steps={grad_accum_steps}: must be >= 1')
 
   def train_step(state: TrainState, batch, rng, teacher_params=None):
     step_rng = jax.random.fold_in(rng, state.step)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch, step_rng, teacher_params=teacher_params)
+    if grad_accum_steps == 1:
+      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, batch, step_rng, teacher_params=teacher_params)
+    else:
+      metrics, grads = _accumulated_grads(loss_fn, state.params, batch, step_rng,
+                                          teacher_params, grad_accum_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
