@@ -14,6 +14,8 @@ import sys
 COMMANDS = {
     'sources': ('dssb.review.sources', 'the vote table: teachers, samples, LFs, gold, humans'),
     'combine': ('dssb.review.combine', 'majority vote and Snorkel label model; source report'),
+    'flag': ('dssb.review.flag', 'cleanlab over out-of-fold student probabilities -> queue'),
+    'apply': ('dssb.review.apply', 'decisions + options -> curated labels (a teacher folder)'),
     'serve': ('dssb.review.page', 'the review page: one flagged example at a time, by rank'),
     'export': ('dssb.review.decisions', 'reviewers\' decisions -> a label source (JSONL/CSV)'),
     'import': ('dssb.review.importer', 'exported decisions back into a decisions file'),
