@@ -253,8 +253,11 @@ def train_rounds(args, examples, config, params, model, tokenizer):
     return time.perf_counter() - start
 
   order = ['dssb_bucketed', 'dssb_packed', 'official', 'dssb_longest_row', 'dssb_fixed']
-  warmup = {name: run_once(name) for name in order}  # dssb: compiles every shape
-  print(f'train warm-up: {warmup}', flush=True)
+  warmup, peak_rss = {}, {}
+  for name in order:  # dssb: compiles every shape
+    warmup[name] = run_once(name)
+    peak_rss[name] = host_memory.peak_rss_mib()
+  print(f'train warm-up: {warmup}; peak RSS MiB after each: {peak_rss}', flush=True)
   rounds = []
   for r in range(args.rounds):
     seconds = {name: run_once(name) for name in order[r % len(order):] + order[:r % len(order)]}
@@ -263,6 +266,7 @@ def train_rounds(args, examples, config, params, model, tokenizer):
     print(f'train round {r}: ' + ', '.join(f'{n} {v["examples_per_s"]:.2f} ex/s'
                                            for n, v in rounds[-1].items()), flush=True)
   out = summarize_train(rounds, trainer, warmup, work, tokens, shape, makers)
+  out['peak_rss_mib_after_warmup_of'] = peak_rss
   for name, share in filled.items():
     out['contenders'][name]['token_share_of_slots'] = share
   return out
@@ -520,7 +524,7 @@ def main():
   if args.render:
     with open(args.out) as f:
       result = json.load(f)
-    perf_report.write(args.out, result, summary_lines(result))
+    perf_report.write(args.out, result, summary_lines(result), measured=False)
     return
   # Both contenders run in this process: both keep their freed memory (dssb/host_memory.py).
   host_memory.restart_keeping_freed_memory()
@@ -537,8 +541,12 @@ def main():
       config, params, model, tokenizer, train_ex, input_pipeline.train_indices(
           len(train_ex), 0, BATCH, seed=0))
   print(result['same_model_loss_without_dropout'], flush=True)
+  # The process's peak resident memory after each part: which part sets the high-water mark.
+  result['peak_rss_mib_after'] = {'setup': host_memory.peak_rss_mib()}
   result['evaluation'] = eval_rounds(args, config, params, model, tokenizer, task, valid_ex)
+  result['peak_rss_mib_after']['evaluation'] = host_memory.peak_rss_mib()
   result['train'] = train_rounds(args, train_ex, config, params, model, tokenizer)
+  result['peak_rss_mib_after']['train'] = host_memory.peak_rss_mib()
   result['targets'] = targets(result)
   result['load_average_at_end'] = os.getloadavg()
   with open(args.out, 'w') as f:  # first, so a summary can be rendered again (--render)

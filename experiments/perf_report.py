@@ -14,8 +14,24 @@ def command(script: str, flags: str, out: str, default_out: str) -> str:
           + flags + ('' if out == default_out else f' --out {out}'))
 
 
-def write(out_json: str, result: dict, lines: list) -> None:
-  """out_json gets `result`; out_json with .md gets the command and the summary lines."""
+def memory() -> dict:
+  """This process's peak resident memory and its largest finished child's, in MiB."""
+  return dict(host_memory.report(), peak_rss_children_mib=host_memory.peak_rss_mib(True))
+
+
+def write(out_json: str, result: dict, lines: list, measured: bool = True) -> None:
+  """out_json gets `result`; out_json with .md gets the command and the summary lines. A
+  measuring run (not a re-render from the JSON) records the peak RSS of its process and of its
+  largest child process, unless the result has its own."""
+  if measured:
+    result.setdefault('host_memory', memory())
+  mem = result.get('host_memory')
+  if mem and 'peak_rss_mib' in mem:
+    lines = list(lines) + ['', f'Peak RSS: {mem["peak_rss_mib"]:,.0f} MiB this process'
+                           + (f', {mem["peak_rss_children_mib"]:,.0f} MiB its largest child'
+                              if mem.get('peak_rss_children_mib') else '')
+                           + (' (glibc keeps freed memory)' if mem.get('keeps_freed_memory')
+                              else '')]
   os.makedirs(os.path.dirname(out_json) or '.', exist_ok=True)
   with open(out_json, 'w') as f:
     json.dump(result, f, indent=1)
