@@ -119,6 +119,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+# `watch --dry-run` prints what `launch --watch --dry-run` does (the watcher itself runs nothing).
+if [ "$VERB" = watch ] && [ "$DRY_RUN" = 1 ]; then VERB=launch WATCH=1; fi
 for required in TPU:--tpu ZONE:--zone; do
   variable=${required%%:*}
   if [ -z "${!variable}" ]; then echo "run_tpu.sh: ${required#*:} is required" >&2; usage; fi

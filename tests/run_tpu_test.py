@@ -64,6 +64,15 @@ def test_dry_run_prints_the_sequence_and_runs_nothing(gcloud):
   assert run[8:] == FLAGS  # the run's own flags, intact through two levels of quoting
 
 
+@pytest.mark.parametrize('verb', [['launch', '--watch'], ['watch']])
+def test_a_watched_dry_run_runs_nothing_either(gcloud, verb):
+  env, root = gcloud
+  proc = _run_tpu(env, verb[0], '--dry-run', *ARGS, *verb[1:], '--', *FLAGS)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.splitlines()[-1].startswith('# then: bash run_tpu.sh watch')
+  assert not fake_gcloud.calls(root)
+
+
 def test_sweep_mode_launches_dssb_sweep(gcloud):
   env, _ = gcloud
   proc = _run_tpu(env, '--dry-run', *ARGS, '--sweep', '--', '--gin_file=gin/paper/fig4.gin',
