@@ -205,7 +205,7 @@ def _stop_watcher(proc):
 def test_watcher_relaunches_once_per_preemption_and_ends_at_results(cloud):
   install, root = cloud
   env = install(workers=2, creating_polls=2)
-  env['FAKE_TRAIN_SECONDS'] = '4'
+  env['FAKE_TRAIN_SECONDS'] = '8'  # the window in which the watcher must see the run up
   watcher = _watcher(env, 'launch', *LAUNCH[:-3], '--watch', '--max_relaunches', '3',
                      '--backoff_seconds', '0.1', *LAUNCH[-3:])
   try:
@@ -292,7 +292,7 @@ def test_a_stopped_run_is_not_relaunched(cloud):
 def test_a_sweep_on_a_queued_resource_is_watched_until_every_worker_exits_0(cloud):
   install, root = cloud
   env = install(workers=2, creating_polls=1)
-  env['FAKE_TRAIN_SECONDS'] = '3'
+  env['FAKE_TRAIN_SECONDS'] = '6'
   assert LAUNCH[8] == '--spot' and LAUNCH[13] == '--'
   watcher = _watcher(env, 'launch', *LAUNCH[:8], '--queued', '--sweep', '--watch',
                      *LAUNCH[9:14], '--gin_file=x.gin', '--root', 'gs://bkt/sweep')
