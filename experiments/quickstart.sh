@@ -2,12 +2,14 @@
 # The README's main job. Fresh machine -> the one-eighth claim of distilling step-by-step, tested
 # on the CPU testbed (synthetic word problems with a simulated teacher, small T5s from scratch):
 #   1. set up .venv (experiments/setup.sh);
-#   2. standard finetuning vs distilling step-by-step at 12.5 / 25 / 50 / 100% of the labelled
-#      data, 3 seeds (gin/testbed/one_eighth.gin, 24 runs in one process, one compile cache);
-#   3. a real-data check: step-by-step on CQA with PaLM's released rationales, 40 steps through
+#   2. standard finetuning vs distilling step-by-step at 12.5% and 100% of the labelled data,
+#      3 seeds (gin/testbed/one_eighth_short.gin, 12 runs in one process, one compile cache;
+#      --full: also 25% and 50%, gin/testbed/one_eighth.gin, 24 runs);
+#   3. a real-data check: step-by-step on CQA with PaLM's released rationales, 30 steps through
 #      the paper's data path (gin/testbed/cqa_check.gin);
 #   4. the report (results/testbed/), ending with the verdict table.
 #   bash experiments/quickstart.sh                 # the main job
+#   bash experiments/quickstart.sh --full          # the main job with all four fractions
 #   bash experiments/quickstart.sh --mini_repro    # the real-data mini-reproduction instead
 #   bash experiments/quickstart.sh --mini_repro --full   # its whole grid (72 runs)
 # Extra arguments go to the sweep (e.g. --only FRACTION=0.125). Stopped, it continues where it
@@ -17,7 +19,10 @@ cd "$(dirname "$0")/.."
 MODE=testbed
 if [ "${1:-}" = "--mini_repro" ]; then MODE=mini_repro; shift; fi
 SWEEP=gin/cpu/mini_repro_short.gin
-if [ "$MODE" = mini_repro ] && [ "${1:-}" = "--full" ]; then SWEEP=gin/cpu/mini_repro.gin; shift; fi
+TESTBED=gin/testbed/one_eighth_short.gin
+if [ "${1:-}" = "--full" ]; then
+  SWEEP=gin/cpu/mini_repro.gin; TESTBED=gin/testbed/one_eighth.gin; shift
+fi
 SKIP_LAUNCH_ENV=1 SKIP_BROWSER=1 bash experiments/setup.sh
 if [ -z "${DSSB_DATA_DIR:-}" ] && [ -d ../shared/dss_data/datasets ]; then
   export DSSB_DATA_DIR=$(cd ../shared/dss_data && pwd)
@@ -35,7 +40,7 @@ if [ "$MODE" = mini_repro ]; then
   exit 0
 fi
 ROOT=${ROOT:-runs/testbed}
-.venv/bin/python -m dssb.sweep --gin_file=gin/testbed/one_eighth.gin --root "$ROOT" "$@"
+.venv/bin/python -m dssb.sweep --gin_file=$TESTBED --root "$ROOT" "$@"
 .venv/bin/python -m dssb.train --gin_file=gin/testbed/cqa_check.gin \
   --gin.MODEL_DIR="'$ROOT-cqa_check'" 2>&1 | grep -E '^(task|test|step [0-9]+ validation)' || {
     echo "the CQA check failed: rerun it alone to see why:" >&2
