@@ -168,7 +168,7 @@ if [ "$VERB" = watch ] || { [ "$WATCH" = 1 ] && [ "$DRY_RUN" = 0 ]; }; then
   for arg in "${ORIGINAL[@]}"; do [ "$arg" = --watch ] || relaunch+=("$arg"); done
   done_file=()
   [ "$MODULE" = dssb.sweep ] || done_file=(--done_file "${MODEL_DIR%/}/results.json")
-  watch=("${POD[@]}" watch "${done_file[@]}" --poll_seconds "$POLL_SECONDS"
+  watch=("${POD[@]}" watch ${done_file[@]+"${done_file[@]}"} --poll_seconds "$POLL_SECONDS"
          --max_relaunches "$MAX_RELAUNCHES" --backoff_seconds "$BACKOFF_SECONDS")
   [ "$DELETE_WHEN_DONE" = 0 ] || watch+=(--delete_when_done)
   # `watch` launches first when nothing runs; `launch --watch` launches here, then watches.
@@ -229,7 +229,7 @@ if [ "$create" = 1 ]; then
   else
     spot=(); [ "$SPOT" = 0 ] || spot=(--spot)
     run "${TPU_VM[@]}" create "$TPU" "${WHERE[@]}" --accelerator-type="$TYPE" \
-      --version="$VERSION" "${spot[@]}"
+      --version="$VERSION" ${spot[@]+"${spot[@]}"}
   fi
 fi
 if [ "$DRY_RUN" = 1 ]; then
