@@ -159,7 +159,7 @@ CLAIMS = (
         'Hsieh et al. 2023, Figs. 6-7 (Fig. 6: human labels)', 'gin/testbed/sizes.gin',
         (Comparison('step-by-step, small model > standard finetuning, base model',
                     {**SBS, 'MODEL': 'small'}, {**STANDARD, 'MODEL': 'base'}),),
-        (('small', {'MODEL': 'small'}), ('base', {'MODEL': 'base'})),
+        (('small (d_model 32)', {'MODEL': 'small'}), ('base (d_model 64)', {'MODEL': 'base'})),
         (('standard finetuning', STANDARD), ('distilling step-by-step', SBS)), 'model size'),
     Claim(
         'unlabeled', "No human labels: step-by-step beats standard distillation on the teacher's "

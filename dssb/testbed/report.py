@@ -160,6 +160,9 @@ def figure(claim: dict):
               if m is not None]  # a cell not run gets no bar (never one at 0)
       ax.bar([b[0] for b in bars], [b[1] for b in bars], width, yerr=[b[2] for b in bars],
              capsize=4, label=column if bars else f'{column} (not run)')
+      for x, mean, error in bars:
+        ax.annotate(f'{mean:.1f}', (x, mean + error), textcoords='offset points',
+                    xytext=(0, 3), ha='center', fontsize=8)
   ax.set_xticks(xs)
   ax.set_xticklabels(rows)
   ax.set_xlabel(claim['x_label'] or 'setting')
