@@ -13,8 +13,16 @@ it takes an int, which caps the trim threshold at 2 GiB, below one step's buffer
 sixth of the faults gone). So the command line starts itself again, once, with the tunables in
 its environment: the same process id, arguments and environment otherwise.
 DSSB_KEEP_FREED_MEMORY=0 turns this off.
+
+The bound: a kept heap only grows. One process that runs parts with different buffers (the
+trainer's steps and its evaluation's decoding; a benchmark's contenders, dssb's and PyTorch's)
+would keep the high-water mark of every part, plus the holes between them. So at each change
+of part, release_freed_memory hands every kept free page back (glibc's malloc_trim(0), which
+also frees whole pages inside the heap); the next part faults its buffers in once, then keeps
+them. The trainer does it after each evaluation (one step in eval_every pays the faults).
 """
 
+import ctypes
 import os
 import sys
 
@@ -39,6 +47,25 @@ def restart_keeping_freed_memory() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, env)
+
+
+def release_freed_memory() -> bool:
+  """Returns the free memory glibc keeps to the OS (malloc_trim(0)); False without glibc."""
+  try:
+    libc = ctypes.CDLL('libc.so.6')
+  except OSError:
+    return False
+  libc.malloc_trim(0)
+  return True
+
+
+def rss_mib() -> float:
+  """Resident memory of this process now, in MiB (Linux; 0 elsewhere)."""
+  try:
+    with open('/proc/self/statm') as f:
+      return round(int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20, 1)
+  except OSError:
+    return 0.0
 
 
 def peak_rss_mib(children: bool = False) -> float:

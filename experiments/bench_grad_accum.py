@@ -9,9 +9,8 @@ pads it. Each k runs in a process of its own (peak RSS is a high-water mark), st
 `python -m dssb.train` starts (glibc keeps freed memory: dssb/host_memory.py). Per k:
   - peak RSS (VmHWM) of that process after --steps steps (compile included);
   - XLA's compiled buffers for that step (arguments, outputs, temporaries);
-  - XLA's compiled temporaries for the batch padded to the full 1024/256 (compiled only: the
-    step would not fit this machine at k=1);
   - the median step time.
+The largest k runs first: k=1 needs the most memory.
 Buckets: over the first --bucket_steps steps of the CQA run, the token slots (rows x padded
 lengths, both sub-batches) of one bucket per step (what dssb does: lax.scan needs one shape)
 and of one bucket per micro-batch (what a step of k separately compiled micro-steps could pad).
@@ -73,7 +72,7 @@ def compiled_bytes(compiled) -> dict:
 
 
 def child(args) -> dict:
-  """One k: compile, run --steps steps, read the peak RSS; then compile the fixed shape."""
+  """One k: compile, run --steps steps, read the peak RSS."""
   host_memory.restart_keeping_freed_memory()
   k = args.child
   examples = load_train(args.vocab)
@@ -106,9 +105,6 @@ def child(args) -> dict:
          'compiled': compiled_bytes(compiled), 'compile_seconds': round(compile_s, 1),
          'step_seconds': [round(s, 2) for s in seconds],
          'median_step_seconds': round(statistics.median(seconds), 2), 'losses': losses}
-  if args.fixed:
-    fixed = jax.tree.map(jnp.asarray, input_pipeline.encdec_batch(examples, idx, LENGTHS))
-    out['fixed_1024_256_compiled'] = compiled_bytes(step.lower(state, fixed, rng).compile())
   return out
 
 
@@ -134,11 +130,9 @@ def parse_args():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--vocab', required=True, help='SentencePiece model trained on CQA')
-  parser.add_argument('--ks', default='1,2,4', help='micro-batch counts')
+  parser.add_argument('--ks', default='4,2,1', help='micro-batch counts')
   parser.add_argument('--steps', type=int, default=2, help='timed steps per k')
   parser.add_argument('--bucket_steps', type=int, default=100)
-  parser.add_argument('--no_fixed', dest='fixed', action='store_false',
-                      help='skip compiling the 1024/256 shape')
   parser.add_argument('--child', type=int, help=argparse.SUPPRESS)
   parser.add_argument('--out', default=DEFAULT_OUT)
   return parser.parse_args()
@@ -153,7 +147,7 @@ def main():
   runs = []
   for k in ks:
     cmd = [sys.executable, os.path.abspath(__file__), '--vocab', args.vocab, '--child', str(k),
-           '--steps', str(args.steps)] + ([] if args.fixed else ['--no_fixed'])
+           '--steps', str(args.steps)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
     if proc.returncode or not lines:
@@ -163,7 +157,7 @@ def main():
   result = {
       'command': perf_report.command(
           'bench_grad_accum.py', f'--vocab {args.vocab} --ks {args.ks} --steps {args.steps} '
-          f'--bucket_steps {args.bucket_steps}' + ('' if args.fixed else ' --no_fixed'),
+          f'--bucket_steps {args.bucket_steps}',
           args.out, DEFAULT_OUT),
       'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
       'load_average_at_end': os.getloadavg(), 'batch': BATCH, 'feature_lengths': LENGTHS,
@@ -177,12 +171,11 @@ def summary_lines(result) -> list:
   lines = [f'CQA step-by-step, T5 v1.1-small size, global batch {result["batch"]}, '
            f'1024/256, AdamW; each k in its own process; load {result["load_average_at_end"]}',
            '',
-           f'{"k":>3} {"peak RSS MiB":>13} {"XLA temp MiB":>13} {"temp MiB at 1024/256":>21} '
+           f'{"k":>3} {"peak RSS MiB":>13} {"XLA temp MiB":>13} {"XLA args MiB":>13} '
            f'{"step s":>7}  padded lengths']
-  for r in result['runs']:
-    fixed = r.get('fixed_1024_256_compiled', {}).get('temp_mib', float('nan'))
+  for r in sorted(result['runs'], key=lambda r: r['grad_accum_steps']):
     lines.append(f'{r["grad_accum_steps"]:>3} {r["peak_rss_mib"]:>13.0f} '
-                 f'{r["compiled"]["temp_mib"]:>13.0f} {fixed:>21.0f} '
+                 f'{r["compiled"]["temp_mib"]:>13.0f} {r["compiled"]["argument_mib"]:>13.0f} '
                  f'{r["median_step_seconds"]:>7.2f}  {r["padded_lengths"]}')
   lines += ['', 'One length bucket per step (dssb) vs one per micro-batch, token slots over the '
             'first steps:']

@@ -474,6 +474,8 @@ def parse_args():
                       help='examples per round for dssb_fixed (1024/256 padding)')
   parser.add_argument('--eval_rounds', type=int, default=2, help='full evaluation passes each')
   parser.add_argument('--eval_limit', type=int, help='first N validation examples (smoke runs)')
+  parser.add_argument('--keep_all_freed', action='store_true',
+                      help='do not hand freed memory back between parts (the old behaviour)')
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--render', action='store_true',
                       help='only write the markdown summary of an existing --out JSON')
@@ -503,7 +505,8 @@ def settings_record(args, config, task, train_ex):
           'bench_paper_settings.py',
           f'--vocab {args.vocab} --rounds {args.rounds} --batches {args.batches} --fixed_batch '
           f'{args.fixed_batch} --eval_rounds {args.eval_rounds}'
-          + (f' --eval_limit {args.eval_limit}' if args.eval_limit else ''), args.out,
+          + (f' --eval_limit {args.eval_limit}' if args.eval_limit else '')
+          + (' --keep_all_freed' if args.keep_all_freed else ''), args.out,
           DEFAULT_OUT),
       'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
       'versions': {'jax': jax.__version__, 'torch': torch.__version__,
@@ -542,9 +545,14 @@ def main():
           len(train_ex), 0, BATCH, seed=0))
   print(result['same_model_loss_without_dropout'], flush=True)
   # The process's peak resident memory after each part: which part sets the high-water mark.
+  # Each part starts from the memory the earlier ones freed handed back (dssb/host_memory.py), so
+  # the process holds one part's high-water mark, not the sum (--keep_all_freed: not).
   result['peak_rss_mib_after'] = {'setup': host_memory.peak_rss_mib()}
+  release = lambda: None if args.keep_all_freed else host_memory.release_freed_memory()
+  release()
   result['evaluation'] = eval_rounds(args, config, params, model, tokenizer, task, valid_ex)
   result['peak_rss_mib_after']['evaluation'] = host_memory.peak_rss_mib()
+  release()
   result['train'] = train_rounds(args, train_ex, config, params, model, tokenizer)
   result['peak_rss_mib_after']['train'] = host_memory.peak_rss_mib()
   result['targets'] = targets(result)

@@ -60,3 +60,26 @@ def test_peak_rss_counts_a_touched_block():
   assert 512 <= report['peak_rss_mib'] < 2048, report
   assert report['keeps_freed_memory'] is False and report['tunables'] is None
   assert host_memory.peak_rss_mib(children=True) >= max(before, 512)
+
+
+RELEASE_PROBE = """
+import json, sys
+from dssb import host_memory
+host_memory.restart_keeping_freed_memory()
+import numpy as np
+block = np.ones(1 << 26)  # 512 MiB
+del block
+kept = host_memory.rss_mib()
+host_memory.release_freed_memory()
+print(json.dumps({'kept': kept, 'released': host_memory.rss_mib(),
+                  'keeps': host_memory.keeps_freed_memory()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc: Linux')
+def test_release_hands_kept_memory_back():
+  proc = subprocess.run([sys.executable, '-c', RELEASE_PROBE], env=dict(os.environ),
+                        capture_output=True, text=True, timeout=120, check=True)
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out['keeps'], out
+  assert out['kept'] - out['released'] >= 400, out  # the freed 512 MiB block went back

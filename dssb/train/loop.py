@@ -188,6 +188,10 @@ def train(*, model_dir: str, model_config: T5Config, task: str,
           if evaluator.validate(done, state.params, metrics_log.write):
             ckpt.save(done, state, meta_for(model_config, done, best=evaluator.best,
                                             **run_settings), best=True)
+          # Decoding's buffers differ from the step's: give back what the eval freed, so the
+          # kept heap holds one part's high-water mark, not both (dssb/host_memory.py).
+          if host_memory.keeps_freed_memory():
+            host_memory.release_freed_memory()
         preempted = sigterm.any_host()
         if done % checkpoint_every == 0 or done == num_steps or preempted:
           metrics_log.flush()
