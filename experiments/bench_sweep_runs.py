@@ -7,11 +7,12 @@ seeds of a tiny model in one program (parameters vmapped over seeds) beats one r
    another in one process), each mode in a fresh process, modes alternating in order each round:
      none       no persistent compilation cache (every run traces and compiles everything);
      cache_0.5s the persistent cache with a 0.5 s minimum compile time (dssb.sweep before issue
-                21: the small compiles of a tiny model are not cached), empty at the start;
+                21: the small compiles of a tiny model are not written), empty at the start;
+     cache_0.5s_warm  cache_0.5s again on the cache the cache_0.5s process left (a rerun or a
+                second sweep of the same shapes);
      cache_all  the persistent cache as dssb.sweep.use_compilation_cache sets it now (every
-                compile cached), empty at the start;
-     cache_warm cache_all again on the cache the previous cache_all process left (a rerun or a
-                second sweep of the same shapes).
+                compile written), empty at the start;
+     cache_warm cache_all again on the cache the cache_all process left.
    Per mode: wall seconds of the process (imports included) and of the runs, runs per minute,
    XLA compiles and their seconds (jax.monitoring), cache hits, peak RSS; medians over rounds;
    ratios against `none` within each round.
@@ -38,7 +39,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = ('gin/paper/cd_label_only.gin', 'gin/cpu/cd_addition_mini.gin',
        'gin/cpu/cd_addition_tiny.gin')
-MODES = ('none', 'cache_0.5s', 'cache_all', 'cache_warm')
+MODES = ('none', 'cache_0.5s', 'cache_0.5s_warm', 'cache_all', 'cache_warm')
 DEFAULT_OUT = os.path.join('results', 'perf', 'sweep_runs.json')
 
 
@@ -80,7 +81,7 @@ def sweep_child(mode: str, root: str, cache: str, seeds: int, steps: int, gin_fi
   import jax  # pylint: disable=g-import-not-at-top
   from dssb import sweep  # pylint: disable=g-import-not-at-top
   counts = _compile_listeners()
-  if mode == 'cache_0.5s':
+  if mode in ('cache_0.5s', 'cache_0.5s_warm'):
     jax.config.update('jax_compilation_cache_dir', cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   elif mode in ('cache_all', 'cache_warm'):
@@ -122,9 +123,11 @@ def _run_child(args, mode: str, work: str, cache: str) -> dict:
 def bench_sweep(args, work: str) -> dict:
   rounds = []
   for r in range(args.rounds):
-    order = MODES if r % 2 == 0 else ('cache_0.5s', 'none', 'cache_all', 'cache_warm')
+    order = (MODES if r % 2 == 0 else
+             ('cache_all', 'cache_warm', 'none', 'cache_0.5s', 'cache_0.5s_warm'))
     caches = {m: os.path.join(work, f'cache_{r}_{m}') for m in MODES}
     caches['cache_warm'] = caches['cache_all']  # the cache the cache_all process left
+    caches['cache_0.5s_warm'] = caches['cache_0.5s']
     results = {}
     for mode in order:
       results[mode] = _run_child(args, mode, work, caches[mode])
@@ -147,6 +150,8 @@ def bench_sweep(args, work: str) -> dict:
         'later_run_backend_compiles': sorted({c for f in figures
                                               for c in f['per_run_backend_compiles'][1:]}),
         'cache_hits_median': statistics.median(f['cache_hits'] for f in figures),
+        'cache_misses_median': statistics.median(f['cache_misses'] for f in figures),
+        'backend_compile_s_median': statistics.median(f['backend_compile_s'] for f in figures),
         'peak_rss_mb_max': max(f['peak_rss_mb'] for f in figures)}
   return {'rounds': rounds, 'summary': summary}
 
@@ -259,12 +264,13 @@ def main():
                    f'({", ".join(args.gin_file)}), {args.rounds} alternating rounds, medians:')
       for mode, s in result['sweep']['summary'].items():
         lines.append(
-            f'  {mode:<11} {s["runs_per_minute_median"]:.2f} runs/min '
+            f'  {mode:<15} {s["runs_per_minute_median"]:.2f} runs/min '
             f'(x{s["ratio_to_none_median"]:.2f} vs none); first run '
             f'{s["first_run_s_median"]:.1f} s, later runs {s["later_run_s_median"]:.1f} s; '
             f'XLA compiles {s["backend_compiles_median"]:g} (later runs: '
-            f'{s["later_run_backend_compiles"]}), cache hits '
-            f'{s["cache_hits_median"]:g}; peak RSS {s["peak_rss_mb_max"]:.0f} MB')
+            f'{s["later_run_backend_compiles"]}, {s["backend_compile_s_median"]:.0f} s in all), '
+            f'cache hits {s["cache_hits_median"]:g}, misses {s["cache_misses_median"]:g}; '
+            f'peak RSS {s["peak_rss_mb_max"]:.0f} MB')
     if 'vmap' in args.parts:
       command = [sys.executable, os.path.abspath(__file__), '--child', 'vmap', '--seeds',
                  str(args.seeds), '--vmap_steps', str(args.vmap_steps), '--rounds',

@@ -1,6 +1,8 @@
 """The sweep runner's compilation cache: the second run of a sweep, same shapes, compiles nothing
 with XLA (every executable it needs is in memory or in the persistent cache), and neither does
-a later process on the same cache. Runs in a fresh process: JAX's cache settings are global."""
+a later process on the same cache (with the 0.5 s floor the runner had before, six small
+executables were never written and a later process compiled them again). Runs in fresh
+processes: JAX's cache settings are global."""
 
 import json
 import os
@@ -14,13 +16,17 @@ import dssb
 dssb.import_tensorflow_quietly()
 import jax
 from dssb import sweep
-counts = {'misses': 0, 'hits': 0}
+counts = {'misses': 0, 'hits': 0, 'compiles': 0}  # compiles: XLA compiles and cache reads
 def on_event(event, **_):
   if event == '/jax/compilation_cache/cache_misses':
     counts['misses'] += 1
   elif event == '/jax/compilation_cache/cache_hits':
     counts['hits'] += 1
+def on_duration(event, duration, **_):
+  if event == '/jax/core/compile/backend_compile_duration':
+    counts['compiles'] += 1
 jax.monitoring.register_event_listener(on_event)
+jax.monitoring.register_event_duration_secs_listener(on_duration)
 root, cache = sys.argv[1], sys.argv[2]
 sweep.use_compilation_cache(cache)
 spec = sweep.grid('runner_test', {'SEED': [0, 1]})
@@ -47,7 +53,10 @@ def test_later_runs_and_processes_compile_nothing(tmp_path):
   env = {k: v for k, v in os.environ.items() if not k.startswith('JAX_')}  # conftest's cache
   env['DSSB_CACHE_DIR'] = str(tmp_path / 'data_cache')
   cold = _sweep(tmp_path / 'first', tmp_path / 'xla', env)
-  assert cold[0]['misses'] > 0  # an empty cache: the first run compiles
-  assert cold[1] == {'misses': 0, 'hits': cold[1]['hits']} and cold[1]['hits'] > 0, cold
+  assert cold[0]['misses'] > 0 and cold[0]['compiles'] > cold[0]['hits']  # an empty cache
+  # The second run: only the step and state init are new closures, and both are cache reads.
+  assert cold[1]['misses'] == 0 and cold[1]['compiles'] == cold[1]['hits'] > 0, cold
   warm = _sweep(tmp_path / 'second', tmp_path / 'xla', env)
-  assert [r['misses'] for r in warm] == [0, 0], warm
+  assert warm[0]['compiles'] == cold[0]['compiles'], (cold, warm)  # the same executables...
+  for run in warm:  # ...each read from the cache, none compiled by XLA
+    assert run['misses'] == 0 and run['compiles'] == run['hits'] > 0, warm
