@@ -19,6 +19,7 @@ Students:
 """
 
 import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -130,28 +131,40 @@ class PairStudent:
   """Logistic regression over hashed (example, candidate) features; softmax over candidates."""
 
   def __init__(self, views: Sequence[dict], use_rationale: bool = False, c: float = 1.0,
-               n_features: int = 1 << 20):
+               n_features: int = 1 << 18):
     from sklearn.feature_extraction import FeatureHasher  # pylint: disable=g-import-not-at-top
     self.views, self.c = list(views), c
-    hasher = FeatureHasher(n_features, input_type='string', alternate_sign=False)
-    pairs = [pair_features(v, cand, use_rationale) for v in self.views for cand in v['candidates']]
-    self.matrix = hasher.transform(pairs).tocsr()
-    sizes = [len(v['candidates']) for v in self.views]
-    self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+    self.hasher = FeatureHasher(n_features, input_type='string', alternate_sign=False)
+    self.use_rationale = use_rationale
+    self.matrix = self._features(self.views)
+    self.offsets = np.concatenate([[0], np.cumsum([len(v['candidates']) for v in self.views])])
+
+  def _features(self, views):
+    return self.hasher.transform([pair_features(v, cand, self.use_rationale)
+                                  for v in views for cand in v['candidates']]).tocsr()
+
+  def _fit(self, labels, train_rows):
+    from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+    y = np.concatenate([[c == labels[i] for c in self.views[i]['candidates']]
+                        for i in train_rows]).astype(int)
+    model = LogisticRegression(C=self.c, max_iter=1000, solver='liblinear')
+    return model.fit(self.matrix[self._pairs(train_rows)], y)
+
+  def fit_score(self, labels: Sequence[Optional[str]], views: Sequence[dict]) -> list:
+    """Trains on every row with a label, then scores other examples (a held-out test set)."""
+    rows = np.asarray([i for i, l in enumerate(labels) if l is not None], np.int64)
+    scores = self._fit(labels, rows).decision_function(self._features(views))
+    sizes = [len(v['candidates']) for v in views]
+    return softmax_rows(np.split(scores, np.cumsum(sizes)[:-1]))
 
   def _pairs(self, rows):
     return np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in rows])
 
   def fit_predict(self, labels: Sequence[Optional[str]]):
     """A fit_predict for cross_fit: trains on the rows with a label."""
-    from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
-
     def fit_predict(train_rows, score_rows):
       train_rows = np.asarray([i for i in train_rows if labels[i] is not None], np.int64)
-      y = np.concatenate([[c == labels[i] for c in self.views[i]['candidates']]
-                          for i in train_rows]).astype(int)
-      model = LogisticRegression(C=self.c, max_iter=1000, solver='liblinear')
-      model.fit(self.matrix[self._pairs(train_rows)], y)
+      model = self._fit(labels, train_rows)
       scores = model.decision_function(self.matrix[self._pairs(score_rows)])
       sizes = self.offsets[np.asarray(score_rows) + 1] - self.offsets[np.asarray(score_rows)]
       return softmax_rows(np.split(scores, np.cumsum(sizes)[:-1])), train_rows
@@ -167,9 +180,11 @@ def rank_scores(model, inputs: Sequence[str], candidates: Sequence[Sequence[str]
                 batch_size: int = 32, mesh=None, rules=None, progress: bool = False):
   """Sum of target-token log-probabilities of each candidate given its input: [n] arrays.
 
-  One encoder pass per batch of inputs, then one teacher-forced decoder pass over every
-  (input, candidate) pair of the batch (EOS included in each candidate's score, so a candidate
-  that is a prefix of another is not favoured). Shapes are bucketed (dssb.inference.bucket).
+  One encoder pass per batch of inputs; then the batch's (input, candidate) pairs, grouped by
+  candidate length (a long choice does not pad the short ones), each group one teacher-forced
+  decoder pass over the encoded inputs it gathers (EOS included in each candidate's score, so a
+  candidate that is a prefix of another is not favoured). Shapes are bucketed to powers of two
+  (dssb.inference.bucket), so a handful of programs compile.
   """
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -178,8 +193,7 @@ def rank_scores(model, inputs: Sequence[str], candidates: Sequence[Sequence[str]
   tokenizer = inference.Tokenizer(model.vocab_path)
   mesh = mesh or sharding.make_mesh()
   rules = rules or sharding.logical_axis_rules()
-  width = max(len(c) for c in candidates)
-  scorer = _candidate_scorer(model.config)
+  encode, decode = _candidate_scorer(model.config)
   out = []
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   for start in tqdm(range(0, len(inputs), batch_size), desc='rank classification',
@@ -188,39 +202,52 @@ def rank_scores(model, inputs: Sequence[str], candidates: Sequence[Sequence[str]
     batch_cands = [[tokenizer.encode(c) for c in cands]
                    for cands in candidates[start:start + batch_size]]
     rows = batch_size if len(inputs) > batch_size else inference.bucket(len(batch_in), 1)
-    length = inference.bucket(max(map(len, batch_in)))
-    target = inference.bucket(max(len(t) for c in batch_cands for t in c), 4)
-    enc = np.zeros((rows, length), np.int32)
-    dec = np.zeros((rows, width, target), np.int32)
-    for i, (ids, cands) in enumerate(zip(batch_in, batch_cands)):
+    enc = np.zeros((rows, inference.bucket(max(map(len, batch_in)))), np.int32)
+    for i, ids in enumerate(batch_in):
       enc[i, :len(ids)] = ids
+    scores = [np.zeros(len(c)) for c in batch_cands]
+    groups = {}
+    for i, cands in enumerate(batch_cands):
       for j, t in enumerate(cands):
-        dec[i, j, :len(t)] = t
+        groups.setdefault(inference.bucket(len(t), 4), []).append((i, j, t))
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      scores = np.asarray(scorer(model.params, enc, dec))
-    out.extend(scores[i, :len(c)] for i, c in enumerate(batch_cands))
+      encoded = encode(model.params, enc)
+      for length, pairs in sorted(groups.items()):
+        size = inference.bucket(len(pairs), 8)
+        index = np.zeros(size, np.int32)
+        dec = np.zeros((size, length), np.int32)
+        for p, (i, _, t) in enumerate(pairs):
+          index[p], dec[p, :len(t)] = i, t
+        got = np.asarray(decode(model.params, encoded, enc, index, dec))
+        for p, (i, j, _) in enumerate(pairs):
+          scores[i][j] = got[p]
+    out.extend(scores)
   return out
 
 
+@functools.lru_cache(maxsize=4)  # one compiled pair per architecture, not one per call
 def _candidate_scorer(config):
+  """(encode(params, tokens [B, L]), decode(params, encoded, tokens, row index [P],
+  targets [P, T]) -> summed log-probabilities [P]), jitted."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from dssb.model import T5  # pylint: disable=g-import-not-at-top
   t5 = T5(config)
 
   @jax.jit
-  def score(params, enc_BxL, dec_BxKxT):
-    b, k, t = dec_BxKxT.shape
-    encoded = t5.apply({'params': params}, enc_BxL, method=T5.encode)
-    targets = dec_BxKxT.reshape(b * k, t)
-    inputs = jnp.pad(targets[:, :-1], ((0, 0), (1, 0)))
-    logits = t5.apply({'params': params}, jnp.repeat(encoded, k, 0), jnp.repeat(enc_BxL, k, 0),
-                      inputs, targets, method=T5.decode)
-    logp = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
-                               targets[..., None], -1)[..., 0]
-    return jnp.where(targets > 0, logp, 0.0).sum(-1).reshape(b, k)
+  def encode(params, enc_BxL):
+    return t5.apply({'params': params}, enc_BxL, method=T5.encode)
 
-  return score
+  @jax.jit
+  def decode(params, encoded_BxLxE, enc_BxL, index_P, targets_PxT):
+    inputs = jnp.pad(targets_PxT[:, :-1], ((0, 0), (1, 0)))
+    logits = t5.apply({'params': params}, encoded_BxLxE[index_P], enc_BxL[index_P], inputs,
+                      targets_PxT, method=T5.decode)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
+                               targets_PxT[..., None], -1)[..., 0]
+    return jnp.where(targets_PxT > 0, logp, 0.0).sum(-1)
+
+  return encode, decode
 
 
 def softmax_rows(scores: Sequence[np.ndarray]) -> list:
