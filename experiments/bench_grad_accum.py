@@ -73,7 +73,6 @@ def compiled_bytes(compiled) -> dict:
 
 def child(args) -> dict:
   """One k: compile, run --steps steps, read the peak RSS."""
-  host_memory.restart_keeping_freed_memory()
   k = args.child
   examples = load_train(args.vocab)
   config = model_config()
@@ -140,6 +139,7 @@ def parse_args():
 
 def main():
   args = parse_args()
+  host_memory.restart_keeping_freed_memory()  # the children inherit the tunables
   if args.child:
     print('RESULT ' + json.dumps(child(args)), flush=True)
     return
