@@ -242,6 +242,11 @@ def render(out):
               f"{_fmt(_agg(runs, lambda r: r['flagging'][issue]['all'][0]))}%, recall "
               f"{_fmt(_agg(runs, lambda r: r['flagging'][issue]['all'][1]))}%.", '',
               '### Label accuracy (% of all rows right; no label counts as wrong) vs budget', '',
+              'Review: the budget goes to the lowest-quality rows (flagged) or to random rows; '
+              "a reviewed row gets gold. The rest of cleanlab's find_label_issues set is then "
+              'dropped (its accuracy is over the kept rows, which also leaves out the rows with '
+              'no parseable PaLM label) or relabelled by the student where its out-of-fold '
+              'probability is >= 0.5 (neighbour relabel).', '',
               '| budget | ' + ' | '.join(k for k in runs[0]['curve']['0'] if not k.startswith(
                   'student')) + ' |', '|---|' + '---|' * 5]
     for b in CURVE:
@@ -266,13 +271,14 @@ def render(out):
     for s_name, v in runs[0]['sources'].items():
       lines.append(f"| {s_name} | {100 * v['coverage']:.1f} | {100 * v['accuracy']:.1f} | "
                    f"{100 * v['accuracy'] / max(v['coverage'], 1e-9):.1f} |")
+    signal = {k: _fmt(_agg(runs, lambda r, k=k: r['multi_signal'][k]))
+              for k in ('best single source', 'majority ties', 'majority vote', 'label model')}
     lines += ['', '| combiner | accuracy |', '|---|---|',
               f"| best single source ({multi['best single source name']}) | "
-              f"{_fmt(_agg(runs, lambda r: r['multi_signal']['best single source']))} |",
-              f"| majority vote (ties {_fmt(_agg(runs, lambda r: r['multi_signal']['majority ties']))}"
-              f"% of rows, no label) | {_fmt(_agg(runs, lambda r: r['multi_signal']['majority vote']))} |",
-              f"| Snorkel label model | "
-              f"{_fmt(_agg(runs, lambda r: r['multi_signal']['label model']))} |", '']
+              f"{signal['best single source']} |",
+              f"| majority vote (ties {signal['majority ties']}% of rows, no label) | "
+              f"{signal['majority vote']} |",
+              f"| Snorkel label model | {signal['label model']} |", '']
     # PNGs
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method in [m for m in runs[0]['flagging'] if not m.endswith('set')]:
