@@ -23,6 +23,10 @@ seeds of a tiny model in one program (parameters vmapped over seeds) beats one r
 
   nice -n 10 .venv/bin/python experiments/bench_sweep_runs.py [--rounds 3] [--seeds 4] \\
       [--steps 40] [--out results/perf/sweep_runs.json]
+  # the testbed's run instead (gin/testbed/settings.gin), three modes:
+  nice -n 10 .venv/bin/python experiments/bench_sweep_runs.py --gin_file=gin/testbed/settings.gin \\
+      --step_macro TRAIN_STEPS --binding "RECIPE='step_by_step'" --modes none cache_all \\
+      cache_warm --parts sweep --out results/perf/sweep_runs_testbed.json
 """
 
 import argparse
@@ -73,7 +77,8 @@ def _compile_listeners() -> dict:
   return counts
 
 
-def sweep_child(mode: str, root: str, cache: str, seeds: int, steps: int, gin_files) -> dict:
+def sweep_child(mode: str, root: str, cache: str, seeds: int, steps: int, gin_files,
+                bindings) -> dict:
   """One mode's sweep in this (fresh) process; returns its figures."""
   start = time.time()
   import dssb  # pylint: disable=g-import-not-at-top
@@ -87,7 +92,7 @@ def sweep_child(mode: str, root: str, cache: str, seeds: int, steps: int, gin_fi
   elif mode in ('cache_all', 'cache_warm'):
     sweep.use_compilation_cache(cache)
   spec = sweep.grid('bench_sweep_runs', {'SEED': list(range(seeds))})
-  runs = sweep.expand(spec, list(gin_files), [f'TEACHER_STEPS={steps}', f'EVAL_EVERY={steps}'])
+  runs = sweep.expand(spec, list(gin_files), list(bindings) + [f'EVAL_EVERY={steps}'])
   imported = time.time()
   per_run, per_run_compiles = [], []
   for run in runs:
@@ -110,6 +115,7 @@ def _run_child(args, mode: str, work: str, cache: str) -> dict:
   command = [sys.executable, os.path.abspath(__file__), '--child', mode, '--root', root,
              '--cache', cache, '--seeds', str(args.seeds), '--steps', str(args.steps)]
   command += [f'--gin_file={f}' for f in args.gin_file]
+  command += [f'--binding={b}' for b in args.binding] + ['--step_macro', args.step_macro]
   load = os.getloadavg()[0]
   done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
   if done.returncode:
@@ -123,8 +129,9 @@ def _run_child(args, mode: str, work: str, cache: str) -> dict:
 def bench_sweep(args, work: str) -> dict:
   rounds = []
   for r in range(args.rounds):
-    order = (MODES if r % 2 == 0 else
-             ('cache_all', 'cache_warm', 'none', 'cache_0.5s', 'cache_0.5s_warm'))
+    order = [m for m in (MODES if r % 2 == 0 else
+                         ('cache_all', 'cache_warm', 'none', 'cache_0.5s', 'cache_0.5s_warm'))
+             if m in args.modes]
     caches = {m: os.path.join(work, f'cache_{r}_{m}') for m in MODES}
     caches['cache_warm'] = caches['cache_all']  # the cache the cache_all process left
     caches['cache_0.5s_warm'] = caches['cache_0.5s']
@@ -137,7 +144,7 @@ def bench_sweep(args, work: str) -> dict:
             file=sys.stderr, flush=True)
     rounds.append(results)
   summary = {}
-  for mode in MODES:
+  for mode in args.modes:
     figures = [r[mode] for r in rounds]
     summary[mode] = {
         'runs_per_minute_median': statistics.median(f['runs_per_minute'] for f in figures),
@@ -234,6 +241,12 @@ def main():
   parser.add_argument('--gin_file', action='append', default=None,
                       help='the run\'s gin files (default: the tiny addition run)')
   parser.add_argument('--parts', nargs='+', default=['sweep', 'vmap'])
+  parser.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES),
+                      help='sweep modes to measure (keep none: the ratios are against it)')
+  parser.add_argument('--step_macro', default='TEACHER_STEPS',
+                      help='the gin macro of the run\'s training steps')
+  parser.add_argument('--binding', action='append', default=[],
+                      help='extra gin binding of every run (repeatable)')
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--child', choices=MODES + ('vmap',), help=argparse.SUPPRESS)
   parser.add_argument('--root', help=argparse.SUPPRESS)
@@ -246,12 +259,22 @@ def main():
     return
   if args.child:
     print(json.dumps(sweep_child(args.child, args.root, args.cache, args.seeds, args.steps,
-                                 args.gin_file)))
+                                 args.gin_file,
+                                 args.binding + [f'{args.step_macro}={args.steps}'])))
     return
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import perf_report  # pylint: disable=g-import-not-at-top
   flags = (f'--rounds {args.rounds} --seeds {args.seeds} --steps {args.steps} '
            f'--vmap_steps {args.vmap_steps}')
+  if args.gin_file != list(GIN):
+    flags += ''.join(f' --gin_file={f}' for f in args.gin_file)
+  flags += ''.join(f' --binding "{b}"' for b in args.binding)
+  if args.step_macro != 'TEACHER_STEPS':
+    flags += f' --step_macro {args.step_macro}'
+  if args.modes != list(MODES):
+    flags += ' --modes ' + ' '.join(args.modes)
+  if args.parts != ['sweep', 'vmap']:
+    flags += ' --parts ' + ' '.join(args.parts)
   result = {'command': f'nice -n 10 python experiments/bench_sweep_runs.py {flags}'
                        + ('' if args.out == DEFAULT_OUT else f' --out {args.out}'),
             'gin_files': args.gin_file, 'cpus': os.cpu_count(),
