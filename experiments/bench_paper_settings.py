@@ -32,6 +32,14 @@ A breakdown on the longest sorted batch times decoding 1 and 64 tokens in both f
 Both run in one process, restarted with glibc tunables that keep freed memory
 (dssb/host_memory.py, as `python -m dssb.train` does): without them page faults took a third
 of dssb's step and a seventh of PyTorch's here (results/perf/train_step_profile*.md).
+The cost is memory: the kept heap holds every part's and every contender's high-water mark.
+The freed memory is handed back between set-up, evaluation and training (--keep_all_freed: not),
+which does NOT bound the training part: on a reduced invocation (--rounds 1 --batches 1
+--fixed_batch 1 --eval_rounds 1 --eval_limit 64, 2026-12-04, stopped in its first round) the
+peak RSS after the warm-ups was 10.5 GB (dssb bucketed), 10.5 (packed), 12.5 (official),
+18.1 (longest row: a new shape's buffers beside the others) and 18.2 GB (fixed), and 21.2 GB in
+the first round. Run it only on a machine with about 24 GB free; the result records its peak
+RSS after each part and each warm-up.
 
 The model is random (no pretrained weights here) and has T5's 32128 logits; the SentencePiece
 vocabulary is trained on CQA. This machine is shared with other jobs: absolute figures move with
