@@ -256,7 +256,7 @@ def render(out):
     student_keys = [k for k in runs[0]['curve']['0'] if k.startswith('student')]
     if student_keys:
       lines += ['', '### Student test accuracy (scikit-learn student trained on the curated '
-                'pool, measured on e-SNLI valid gold, 9,842 rows untouched by curation)', '',
+                'pool, measured on e-SNLI valid gold, a split no curation touches)', '',
                 '| budget | ' + ' | '.join(k.split(': ')[1] for k in student_keys) + ' |',
                 '|---|' + '---|' * len(student_keys)]
       for b in STUDENT_BUDGETS:
