@@ -7,7 +7,8 @@
 #      --full: also 25% and 50%, gin/testbed/one_eighth.gin, 24 runs);
 #   3. a real-data check: step-by-step on CQA with PaLM's released rationales, 30 steps through
 #      the paper's data path (gin/testbed/cqa_check.gin);
-#   4. the report (results/testbed/), ending with the verdict table.
+#   4. the report of these runs (ROOT-report/, default runs/testbed-report/: the committed
+#      results/ are never written), ending with the verdict table.
 #   bash experiments/quickstart.sh                 # the main job
 #   bash experiments/quickstart.sh --full          # the main job with all four fractions
 #   bash experiments/quickstart.sh --mini_repro    # the real-data mini-reproduction instead
@@ -38,8 +39,8 @@ start=$(date +%s)
 if [ "$MODE" = mini_repro ]; then
   ROOT=${ROOT:-runs/mini_repro}
   .venv/bin/python -m dssb.sweep --gin_file=$SWEEP --root "$ROOT" "$@"
-  .venv/bin/python -m dssb.report results/mini_repro --collect "$ROOT"
-  echo "report: results/mini_repro/README.md ($(( $(date +%s) - start )) s after set-up)"
+  .venv/bin/python -m dssb.report "$ROOT-report" --collect "$ROOT"
+  echo "report: $ROOT-report/README.md ($(( $(date +%s) - start )) s after set-up)"
   exit 0
 fi
 ROOT=${ROOT:-runs/testbed}
@@ -50,8 +51,9 @@ ROOT=${ROOT:-runs/testbed}
     echo "  .venv/bin/python -m dssb.train --gin_file=gin/testbed/cqa_check.gin" \
       "--gin.MODEL_DIR=\"'$ROOT-cqa_check'\"" >&2
     exit 1; }
-.venv/bin/python -m dssb.report results/testbed --collect "$ROOT"
+.venv/bin/python -m dssb.report "$ROOT-report" --collect "$ROOT"
 echo
-echo "The one-eighth claim on the testbed (results/testbed/README.md; verdicts computed):"
-grep -E '^\| (claim|---|one_eighth) ' results/testbed/README.md
+echo "The one-eighth claim on the testbed ($ROOT-report/README.md; verdicts computed;"
+echo "the committed runs of every claim: results/testbed/README.md):"
+grep -E '^\| (claim|---|one_eighth) ' "$ROOT-report/README.md"
 echo "($(( $(date +%s) - start )) s after set-up)"
