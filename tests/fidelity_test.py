@@ -142,7 +142,9 @@ def test_results_json_labels_three_test_numbers_and_the_fidelity_settings(tmp_pa
   assert results['fidelity'] == {'dropout_mode': 'per_element', 'dropout_rate': 0.0,
                                  'matmul_precision': 'float32',
                                  'reported_number': 'max_over_evals',
-                                 'test_at_every_eval': True}
+                                 'test_at_every_eval': True, 'optimizer': 'probe_adamw',
+                                 'weight_decay': 0.0, 'weight_decay_rule': 'hugging_face',
+                                 'grad_accum_steps': 1}
   tests = _test_records(model_dir)
   assert [r['step'] for r in tests] == [4, 8]
   strip = lambda r: {k: v for k, v in r.items() if k not in ('step', 'split')}

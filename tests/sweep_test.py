@@ -127,9 +127,11 @@ def _train_records(run_dir):
 
 
 def _comparable(results):
-  """results.json without wall-clock fields."""
+  """results.json without wall-clock fields and the process's memory (a resumed run restarts
+  with the keep-freed-memory tunables; the sweep in this process did not)."""
   if isinstance(results, dict):
-    return {k: _comparable(v) for k, v in results.items() if 'second' not in k}
+    return {k: _comparable(v) for k, v in results.items()
+            if 'second' not in k and k != 'host_memory'}
   return results
 
 

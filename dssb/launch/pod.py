@@ -32,12 +32,14 @@ else S=killed; fi
 L=$(tail -c 4000 $D/log 2>/dev/null | tr '\\r\\t' '\\n ' | grep -v '^ *$' | tail -n 1 |
    cut -c 1-100)
 echo "dssb-worker $W $S ${{P:--}} $C $([ -f $D/stopped ] && echo 1 || echo 0)\t$L\""""
-# SIGTERM to the run's group, SIGKILL to what is left after GRACE seconds; one line per worker.
+# SIGTERM to the run's group, SIGKILL to what is left after GRACE seconds (counted in polls of
+# 0.2 s: bash's $SECONDS is whole seconds, and cut the grace short by up to one); one line per
+# worker.
 STOP = f"""{ALIVE}; D={RUN_DIR}; W={WORKER_ID}; P=$(cat $D/pid 2>/dev/null)
 if [ -z "$P" ] || ! alive "$P"; then echo "dssb-worker $W not running"; exit 0; fi
 MARK
-kill -TERM -- "-$P"; end=$((SECONDS + GRACE))
-while alive "$P" && [ $SECONDS -lt $end ]; do sleep 0.2; done
+kill -TERM -- "-$P"; n=$((GRACE * 5))
+while alive "$P" && [ $n -gt 0 ]; do sleep 0.2; n=$((n - 1)); done
 if alive "$P"; then kill -KILL -- "-$P"; sleep 0.2
   [ -f $D/exit_code ] || echo 137 > $D/exit_code
   echo "dssb-worker $W SIGKILL after GRACEs: group $P"
