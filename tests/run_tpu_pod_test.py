@@ -17,6 +17,7 @@ import pytest
 
 import fake_gcloud
 from dssb.launch import pod as pod_lib
+from dssb.launch import watch as watch_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POD = ['--tpu', 'pod', '--zone', 'us-central2-b']
@@ -312,3 +313,15 @@ def test_a_sweep_on_a_queued_resource_is_watched_until_every_worker_exits_0(clou
   assert not [c for c in calls if c[2:4] in (['tpu-vm', 'create'], ['tpu-vm', 'delete'])]
   assert all('-m dssb.sweep --multihost' in c['args'][-1] for c in _starts(root))
   assert os.path.exists(fake_gcloud.gcs(root, 'gs://bkt/sweep/logs/worker-1.log'))
+
+
+def test_a_run_whose_workers_exit_0_one_after_another_is_left_to_end():
+  """Workers of a finishing run exit at different moments: a poll between two exits must wait,
+  not stop the others and relaunch (a CI run caught a third start that way); a worker that
+  failed while others run is a half-dead run."""
+  pod = pod_lib.Pod('pod', 'zone')
+  ending = [pod_lib.Worker(0, 'running', pid=11), pod_lib.Worker(1, 'exited', exit_code=0)]
+  judge = watch_lib._judge  # pylint: disable=protected-access
+  assert judge(pod, ending, watch_lib.Settings()) is None
+  failed = [pod_lib.Worker(0, 'exited', exit_code=1), pod_lib.Worker(1, 'not-started')]
+  assert judge(pod, failed, watch_lib.Settings()).startswith('the run is not running')

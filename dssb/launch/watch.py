@@ -192,6 +192,8 @@ def _judge(pod, workers: List[pod_lib.Worker], settings: Settings):
     return 2
   if states == {'not-started'}:
     return 'no run on the workers'
+  if states == {'running', 'exited'} and codes == {0}:
+    return None  # a run that is ending: the workers exit one after another
   if 'running' in states:
     log(pod, 'the run ended on some workers only: stopping it on the others')
     for line in pod_lib.stop(pod, settings.grace_seconds, mark=False):
