@@ -13,9 +13,9 @@
 #   bash experiments/quickstart.sh --full          # the main job with all four fractions
 #   bash experiments/quickstart.sh --mini_repro    # the real-data mini-reproduction instead
 #   bash experiments/quickstart.sh --mini_repro --full   # its whole grid (72 runs)
-# Measured (fresh compile and vocabulary caches, the install done): 8 min 56 s wall, 530 CPU-s,
-# peak RSS 2.2 GB, on a shared 2-core machine at load average 2.2-5.7 (median 4.3; its own
-# runs included); 15 min 26 s at load 3-12 (median 9.6). Most of it: 12 runs of 21-52 s.
+# Measured from a fresh clone on a quiet 2-core machine (load < 1, 2026-12-05): set-up 156 s,
+# then 350 s wall (579 CPU-s with the set-up), peak RSS 2.4 GB; on a shared machine 8 min 56 s (load 2-6) to
+# 15 min 26 s (load 3-12). Most of it: 12 runs of 21-52 s.
 # Extra arguments go to the sweep (e.g. --only FRACTION=0.125). Stopped, it continues where it
 # was when run again (finished runs are skipped, the rest resume).
 set -euo pipefail

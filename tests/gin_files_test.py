@@ -68,7 +68,7 @@ SERVES = {
     **{f'paper/hsieh_t5_{s}.gin': 'paper/fig6_sizes.gin' for s in ('base', 'large', 'xxl')},
     **{f'testbed/{f}.gin': 'testbed_gin_test.py' for f in (
         'run', 'settings', 'tune', 'one_eighth', 'one_eighth_short', 'ablation', 'unlabeled',
-        'teacher_error', 'sizes', 'model_small', 'cqa_check')},
+        'teacher_error', 'sizes', 'sizes_unlabeled', 'model_small', 'cqa_check')},
     **{f'models/{m}.gin': 'gin_models_test.py' for m in (
         't5_1_0', 't5_1_1', 'tiny', *[f't5_1_{v}_{s}' for v in (0, 1)
                                       for s in ('small', 'base', 'large', 'xl', 'xxl')])},

@@ -16,7 +16,9 @@ SWEEPS = {'testbed/one_eighth.gin': 'testbed_one_eighth',
           'testbed/one_eighth_short.gin': 'testbed_one_eighth',
           'testbed/ablation.gin': 'testbed_ablation', 'testbed/unlabeled.gin': 'testbed_unlabeled',
           'testbed/teacher_error.gin': 'testbed_teacher_error',
-          'testbed/sizes.gin': 'testbed_sizes', 'testbed/tune.gin': 'testbed_tune'}
+          'testbed/sizes.gin': 'testbed_sizes',
+          'testbed/sizes_unlabeled.gin': 'testbed_sizes_unlabeled',
+          'testbed/tune.gin': 'testbed_tune'}
 
 
 @pytest.fixture(scope='module', autouse=True)

@@ -32,7 +32,8 @@ def test_render_writes_the_claims_with_verdicts(tmp_path):
   written = report.render(_summaries(), str(tmp_path))
   names = sorted(os.path.basename(p) for p in written)
   assert names == sorted(['README.md', 'report.json'] + [
-      f'{c}.png' for c in ('one_eighth', 'teacher_error', 'ablation', 'sizes', 'unlabeled')])
+      f'{c}.png' for c in ('one_eighth', 'teacher_error', 'ablation', 'sizes', 'sizes_unlabeled',
+                            'unlabeled')])
   text = (tmp_path / 'README.md').read_text()
   # 12.5% step-by-step (42.0 ± 1.2) vs 100% standard (31.0 ± 0.6): +11.0 ± 1.3, holds.
   assert ('| one_eighth | step-by-step, 12.5% of the data > standard finetuning, 100% | '
