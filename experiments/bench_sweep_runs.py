@@ -275,7 +275,9 @@ def main():
     flags += ' --modes ' + ' '.join(args.modes)
   if args.parts != ['sweep', 'vmap']:
     flags += ' --parts ' + ' '.join(args.parts)
-  result = {'command': f'nice -n 10 python experiments/bench_sweep_runs.py {flags}'
+  niceness = os.nice(0)  # the command as it ran: with `nice -n N` only when it was niced
+  prefix = f'nice -n {niceness} ' if niceness else ''
+  result = {'command': f'{prefix}python experiments/bench_sweep_runs.py {flags}'
                        + ('' if args.out == DEFAULT_OUT else f' --out {args.out}'),
             'gin_files': args.gin_file, 'cpus': os.cpu_count(),
             'load_1min_at_start': round(os.getloadavg()[0], 2)}
