@@ -19,6 +19,10 @@ the lengths of the GLOBAL batch's rows (its indices are a pure function of the s
 hosts pad alike and then each builds only its own rows. Packing (several examples per row) is
 dssb/packing.py.
 
+Soft labels (dssb.data.soft_labels): a task may give each train example a float weight (its
+label's probability), which multiplies the loss weights of all its target tokens, in every
+sub-batch; without weights every target token weighs 1.
+
 Context distillation examples add a 'teacher' sub-batch (the teacher's template and its sampled
 output) and, in 'label', teacher_positions: per student target token, its 1-based position in
 the teacher's output (0: none), cut and padded like the targets.
@@ -36,6 +40,8 @@ PAIRS = (('label', 'inputs', 'targets'),
          ('teacher', 'teacher_inputs', 'teacher_targets'))
 # Per-token features that follow another feature's length: {feature: the feature it follows}.
 FOLLOWERS = {'teacher_positions': 'targets'}
+# A float feature: the example's loss weight (dssb.data.soft_labels.WEIGHT_KEY).
+WEIGHT_FEATURE = 'label_weight'
 # Cut without moving the last token to the end: a teacher's sampled output has no EOS appended.
 PLAIN_CUT = ('teacher_targets',)
 
@@ -54,6 +60,9 @@ class Examples:
   tokens: Dict[str, list]
   texts: Dict[str, list]       # *_pretokenized strings where the task keeps them
   truncated: Dict[str, int]    # how many examples were cut per feature
+  # Per example, a factor on the loss weights of all its target tokens (soft labels: its
+  # label's probability, dssb.data.soft_labels); None: 1 for every example.
+  weights: Optional[np.ndarray] = None
 
   def describe(self) -> str:
     """'720' or '720 (cut to length: inputs 10, rationale_targets 7)'."""
@@ -85,7 +94,11 @@ def load_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]
   tokens = {k: [] for k in keys}
   texts = {k: [] for k in keys}
   truncated = {k: 0 for k in keys}
+  weighted = WEIGHT_FEATURE in ds.element_spec
+  weights = []
   for ex in ds.as_numpy_iterator():
+    if weighted:
+      weights.append(float(ex[WEIGHT_FEATURE]))
     for k in keys:
       ids = np.asarray(ex[k], np.int32)
       length = lengths[k]
@@ -98,7 +111,7 @@ def load_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]
   if not keys or not tokens[keys[0]]:
     raise ValueError(f'task {task_name!r} split {split!r} has no examples with features '
                      f'{sorted(feature_lengths)}')
-  return Examples(tokens, texts, truncated)
+  return Examples(tokens, texts, truncated, np.asarray(weights, np.float32) if weighted else None)
 
 
 def _pad(rows, length):
@@ -111,6 +124,7 @@ def _pad(rows, length):
 def encdec_batch(examples: Examples, indices, feature_lengths) -> Dict[str, Dict[str, np.ndarray]]:
   """Unpacked encoder-decoder features for the given example indices (-1: an empty row)."""
   batch = {}
+  row_weights = example_weights(examples, indices)[:, None]
   for name, inp, tgt in examples.pairs:
     pick = lambda key: [examples.tokens[key][i] if i >= 0 else np.zeros(0, np.int32)
                         for i in indices]
@@ -119,13 +133,21 @@ def encdec_batch(examples: Examples, indices, feature_lengths) -> Dict[str, Dict
         'encoder_input_tokens': _pad(pick(inp), feature_lengths[inp]),
         'decoder_target_tokens': targets,
         'decoder_input_tokens': np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-        'decoder_loss_weights': (targets > 0).astype(np.float32),
+        'decoder_loss_weights': (targets > 0) * row_weights,
     }
   for key, lead in FOLLOWERS.items():
     if key in examples.tokens:
       rows = [examples.tokens[key][i] if i >= 0 else np.zeros(0, np.int32) for i in indices]
       batch['label'][key] = _pad(rows, feature_lengths[lead])
   return batch
+
+
+def example_weights(examples: Examples, indices) -> np.ndarray:
+  """float32 [len(indices)]: each example's loss-weight factor (-1, an empty row: 0)."""
+  idx = np.asarray(indices, np.int64)
+  if examples.weights is None:
+    return (idx >= 0).astype(np.float32)
+  return np.where(idx >= 0, examples.weights[np.maximum(idx, 0)], 0.0).astype(np.float32)
 
 
 def bucket_length(length: int, feature_length: int, buckets: Optional[Sequence[int]]) -> int:

@@ -17,6 +17,7 @@ each segment (0 at each segment's start), so no example sees another's last toke
 needs no positions: its relative bias depends only on key minus query position, which inside a
 contiguous segment equals the unpacked one, and dssb/model/network.py masks attention between
 segments (encoder, decoder and cross-attention). The positions are in the batch as t5x has them.
+Weighted examples (soft labels) carry their weight on their own segment's target tokens.
 """
 
 import dataclasses
@@ -145,9 +146,21 @@ def packed_batch(examples: Examples, plan: StepPlan, shape: PackedShape, process
         'decoder_input_tokens': np.where(positions['decoder'] > 0, shifted, 0).astype(np.int32),
         'decoder_segment_ids': segments['decoder'],
         'decoder_positions': positions['decoder'],
-        'decoder_loss_weights': (targets > 0).astype(np.float32),
+        'decoder_loss_weights': (targets > 0) * _fill_weights(
+            input_pipeline.example_weights(examples, ids), segments['decoder'], rows,
+            len(mine)),
     }
   return batch
+
+
+def _fill_weights(weights, segments, rows, num_rows: int) -> np.ndarray:
+  """Each example's weight on its segment's tokens (float32, 0 on padding)."""
+  out = np.zeros(segments.shape, np.float32)
+  count = np.zeros(num_rows, np.int32)
+  for weight, row in zip(weights, rows):
+    count[row] += 1
+    out[row][segments[row] == count[row]] = weight
+  return out
 
 
 def _fill_rows(sequences, rows, num_rows: int, length: int) -> Tuple[np.ndarray, ...]:

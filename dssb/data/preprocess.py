@@ -29,6 +29,7 @@ tf = dssb.import_tensorflow_quietly()
 
 import seqio  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from dssb.data import soft_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dssb.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dssb.data import teacher_outputs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -59,6 +60,12 @@ def train_features(recipe: str, prefix_style: str = 'code',
   label_key = {'gold': 'label', 'teacher': 'teacher_label'}[label_source]
 
   def fn(ex):
+    out = features(ex)
+    if soft_labels.WEIGHT_KEY in ex:  # soft labels: the example's p(label), its loss weight
+      out[soft_labels.WEIGHT_KEY] = ex[soft_labels.WEIGHT_KEY]
+    return out
+
+  def features(ex):
     x, y, r = ex['input'], ex[label_key], ex['teacher_rationale']
     if recipe in ('standard', 'distill'):
       return {'inputs': x, 'targets': y}

@@ -19,7 +19,8 @@ splits of two fractions are NOT nested, and the validation split changes with fr
 this is the official behaviour, kept here.
 
 `parse_failures='drop'` removes train rows whose teacher label failed to parse (see
-teacher_outputs); validation and test are never filtered.
+teacher_outputs); validation and test are never filtered. `soft_labels` expands each train row
+into one row per likely label of the teacher's label distribution, weighted (see soft_labels).
 """
 
 import math
@@ -27,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from dssb.data import soft_labels as soft_labels_lib
 from dssb.data import sources
 from dssb.data import teacher_outputs
 
@@ -106,8 +108,13 @@ def source_sizes(dataset: str, data_dir: str | None = None) -> dict[str, int]:
 
 def load_split(dataset: str, split: str, *, fraction: float = 1.0, seed: int = 0,
                teacher: str | None = 'palm', parse_failures: str = 'keep',
-               data_dir: str | None = None) -> list[dict[str, Any]]:
-  """Rows of one official split (train/validation/test), in official order."""
+               data_dir: str | None = None, soft_labels: bool = False,
+               soft_label_floor: float = soft_labels_lib.DEFAULT_FLOOR) -> list[dict[str, Any]]:
+  """Rows of one official split (train/validation/test), in official order.
+
+  soft_labels: the train split's rows expanded by the teacher's label distributions
+  (`{split}_label_probs.json`; soft_labels.expand), each with its 'label_weight'.
+  """
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}.')
   if parse_failures not in teacher_outputs.PARSE_FAILURE_POLICIES:
@@ -125,4 +132,10 @@ def load_split(dataset: str, split: str, *, fraction: float = 1.0, seed: int = 0
   selected = rows if idx is None else [rows[i] for i in idx]
   if split == 'train' and teacher is not None and parse_failures == 'drop':
     selected = [r for r in selected if not r['teacher_failure']]
+  if split == 'train' and soft_labels:
+    if teacher is None:
+      raise ValueError('soft_labels need a teacher folder holding the label probabilities')
+    probs = soft_labels_lib.read(dataset, source_split, teacher, data_dir, expected=len(rows))
+    selected = soft_labels_lib.expand(selected, soft_labels_lib.attach(selected, probs),
+                                      soft_label_floor)
   return selected

@@ -11,6 +11,8 @@ Splits: 'train', 'validation', 'test' (see splits.py for the official fractions 
 Features:
   every split           inputs, targets           (int32 ids, eos appended)
   step_by_step train    + rationale_inputs, rationale_targets
+  soft_labels train     + label_weight            (float32, the example's p(label); see
+                                                   dssb.data.soft_labels)
   plus *_pretokenized copies of each (strings).
 Eval splits hold inputs (label-prefixed for step_by_step) and the gold label as targets, with the
 dataset's metric fns and a postprocess_fn (label part of a single-task output; targets decoded
@@ -45,6 +47,7 @@ import seqio
 
 from dssb.data import metrics
 from dssb.data import preprocess
+from dssb.data import soft_labels as soft_labels_lib
 from dssb.data import sources
 from dssb.data import splits
 from dssb.data import teacher_outputs
@@ -78,6 +81,8 @@ class TaskSettings:
   parse_failures: str = 'keep'
   data_dir: str | None = None
   tfds_data_dir: str | None = None
+  soft_labels: bool = False
+  soft_label_floor: float = soft_labels_lib.DEFAULT_FLOOR
 
   def __post_init__(self):
     sources.check_dataset(self.dataset)
@@ -100,12 +105,25 @@ class TaskSettings:
                        'raw completions); leave tfds_data_dir unset.')
     if uses_teacher:
       sources.check_teacher(self.teacher)
+    if self.soft_labels:
+      if not uses_teacher or label_source != 'teacher' or self.recipe == 'cot_completion':
+        raise ValueError('soft_labels replace the teacher\'s label: they need label_source '
+                         f"'teacher' and a recipe that trains on it, got recipe {self.recipe!r} "
+                         f'with label_source {label_source!r}.')
+      if self.tfds_data_dir:
+        raise ValueError('soft_labels read the JSON teacher folder (the TFDS records hold no '
+                         'label probabilities); leave tfds_data_dir unset.')
+      if not 0.0 <= self.soft_label_floor < 1.0:
+        raise ValueError(f'soft_label_floor must be in [0, 1), got {self.soft_label_floor}.')
     normalised = dict(
         fraction=splits.check_fraction(self.fraction), seed=int(self.seed),
         teacher=self.teacher if uses_teacher else None, label_source=label_source,
         prefix_style=self.prefix_style if self.recipe.startswith('step_by_step') else None,
         vocab_path=vocab_lib.resolve_vocab_path(self.vocab_path),
-        parse_failures=self.parse_failures if uses_teacher else 'keep')
+        parse_failures=self.parse_failures if uses_teacher else 'keep',
+        soft_labels=bool(self.soft_labels),
+        soft_label_floor=float(self.soft_label_floor) if self.soft_labels
+        else soft_labels_lib.DEFAULT_FLOOR)
     for field, value in normalised.items():
       object.__setattr__(self, field, value)
 
@@ -119,6 +137,8 @@ class TaskSettings:
              self.prefix_style or 'noprefix', self.parse_failures, f'v{vocab_hash}']
     if self.tfds_data_dir:
       parts.append('tfds' + hashlib.sha1(self.tfds_data_dir.encode()).hexdigest()[:6])
+    if self.soft_labels:  # hard-label names stay as they were
+      parts.append('soft' + format(self.soft_label_floor, '.10g'))
     return '_'.join(p.replace('-', '_') for p in parts)
 
 
@@ -152,12 +172,16 @@ def _raw_json(s: TaskSettings, split: str) -> tf.data.Dataset:
   if split != 'train' and s.recipe != 'step_by_step_rationale':
     teacher = None  # Eval targets are gold labels: no teacher file needed.
   rows = splits.load_split(s.dataset, split, fraction=s.fraction, seed=s.seed, teacher=teacher,
-                           parse_failures=s.parse_failures, data_dir=s.data_dir)
+                           parse_failures=s.parse_failures, data_dir=s.data_dir,
+                           soft_labels=s.soft_labels, soft_label_floor=s.soft_label_floor)
   cols = {k: [r.get(k, '') for r in rows]
           for k in ('id', 'input', 'label', 'teacher_rationale', 'teacher_label',
                     'teacher_failure', 'teacher_completion')}
   cols = {k: tf.constant(v, tf.string, shape=[len(rows)]) for k, v in cols.items()}
   cols['row'] = tf.constant([r['row'] for r in rows], tf.int64, shape=[len(rows)])
+  if rows and soft_labels_lib.WEIGHT_KEY in rows[0]:
+    cols[soft_labels_lib.WEIGHT_KEY] = tf.constant(
+        [r[soft_labels_lib.WEIGHT_KEY] for r in rows], tf.float32, shape=[len(rows)])
   return tf.data.Dataset.from_tensor_slices(cols)
 
 
@@ -221,7 +245,8 @@ def get_task_name(dataset: str, recipe: str, *, fraction: float = 1.0, seed: int
                   teacher: str = 'palm', label_source: str | None = None,
                   prefix_style: str = 'code', vocab_path: str | None = None,
                   parse_failures: str = 'keep', data_dir: str | None = None,
-                  tfds_data_dir: str | None = None) -> str:
+                  tfds_data_dir: str | None = None, soft_labels: bool = False,
+                  soft_label_floor: float = soft_labels_lib.DEFAULT_FLOOR) -> str:
   """Registers (once) the seqio Task for these settings; returns its name.
 
   Args:
@@ -240,6 +265,12 @@ def get_task_name(dataset: str, recipe: str, *, fraction: float = 1.0, seed: int
     data_dir: folder holding datasets/ (local or gs://); default $DSSB_DATA_DIR at read time.
     tfds_data_dir: read the records prepared by the `dss` TFDS builder there instead of the JSON
       files.
+    soft_labels: train on the teacher's label distribution instead of its one label: each train
+      row becomes one example per candidate label, weighted by its probability (the expected
+      cross-entropy; dssb.data.soft_labels). Reads `{split}_label_probs.json` beside the
+      teacher's completions (`python -m dssb.review apply --soft` writes it); needs
+      label_source 'teacher'.
+    soft_label_floor: candidates below this probability are left out (the rest renormalised).
 
   Returns:
     The registered task name (deterministic in the settings, data_dir aside).
@@ -247,7 +278,8 @@ def get_task_name(dataset: str, recipe: str, *, fraction: float = 1.0, seed: int
   return _register(TaskSettings(
       dataset, recipe, fraction=fraction, seed=seed, teacher=teacher, label_source=label_source,
       prefix_style=prefix_style, vocab_path=vocab_path, parse_failures=parse_failures,
-      data_dir=data_dir, tfds_data_dir=tfds_data_dir))
+      data_dir=data_dir, tfds_data_dir=tfds_data_dir, soft_labels=soft_labels,
+      soft_label_floor=soft_label_floor))
 
 
 @gin.configurable

@@ -14,6 +14,12 @@ Per row of the vote table, the label training will use:
   the rest    the given label (rows with none stay without).
 Writes `curated.parquet` (id, label, action) and, with --teacher_folder, the label set as a
 teacher folder the trainer reads unchanged (dssb.review.curated).
+
+--soft (with a combiner as --label_source, and --teacher_folder) also writes each row's label
+distribution for soft-label training (dssb.data.soft_labels): the combiner's probabilities over
+the row's candidates where its label stands (given, unreviewed_keep), a one-hot on the label
+where a person or a neighbour decided it (relabel, keep, neighbour_relabel), none where the row
+leaves training. Train on it with --gin.tasks.get_task_name.soft_labels=True.
 """
 
 import argparse
@@ -99,6 +105,29 @@ def curate(ids: Sequence[str], given: Sequence[Optional[str]], flagged: Sequence
   return labels, actions
 
 
+def label_distributions(labels: Sequence[Optional[str]], actions: Sequence[str],
+                        candidates: Sequence[Sequence[str]],
+                        probs: Sequence[Sequence[float]]) -> list:
+  """Per row {label: probability} for soft-label training, or None (no label).
+
+  The combiner's probabilities (over the row's candidates; a candidate listed twice adds up)
+  where its label stands; a one-hot where a decision replaced or confirmed it.
+  """
+  out = []
+  for label, action, cands, p in zip(labels, actions, candidates, probs, strict=True):
+    if label is None:
+      out.append(None)
+    elif action in ('given', 'unreviewed_keep'):
+      dist = collections.defaultdict(float)
+      for c, v in zip(cands, p, strict=True):
+        dist[c] += float(v)
+      total = sum(dist.values())
+      out.append({c: v / total for c, v in dist.items()})
+    else:
+      out.append({label: 1.0})
+  return out
+
+
 def read_curated(path: str) -> pd.DataFrame:
   """curated.parquet: id, label (None where the row leaves training), action."""
   frame = sources.read_parquet(path)
@@ -132,11 +161,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       'the trainer)')
   parser.add_argument('--teacher_name', default='curated',
                       help="the teacher's name in that folder (--gin.TEACHER)")
+  parser.add_argument('--soft', action='store_true',
+                      help="also write the label distributions (the combiner's probabilities; "
+                      'one-hot where a decision was made) into the teacher folder, for '
+                      '--gin.tasks.get_task_name.soft_labels=True; needs a combiner as '
+                      '--label_source and --teacher_folder')
   parser.add_argument('--data_dir', default=None, help='the inputs ($DSSB_DATA_DIR)')
   parser.add_argument('--out', default=None, help='curated.parquet (default VOTES/curated.parquet)')
 
 
 def run(args) -> int:
+  if args.soft and (args.label_source not in combine.METHODS or not args.teacher_folder):
+    raise SystemExit(f'--soft needs a combiner as --label_source ({", ".join(combine.METHODS)}) '
+                     f'and --teacher_folder; got --label_source {args.label_source!r}' +
+                     ('' if args.teacher_folder else ' and no --teacher_folder'))
   table = sources.read(args.votes)
   combined = combine.read(args.votes) if args.label_source in combine.METHODS else None
   given = flag.given_labels(table, args.label_source, combined)
@@ -179,10 +217,19 @@ def run(args) -> int:
     full_labels, full_rationales = [None] * n, [''] * n  # rows outside the table: left out
     for i, label, rationale in zip(table.examples['index'], labels, rationales):
       full_labels[int(i)], full_rationales[int(i)] = label, rationale
+    full_probs = None
+    if args.soft:
+      dists = label_distributions(labels, actions, list(table.examples['candidates']),
+                                  list(combined[f'{args.label_source}_probs']))
+      full_probs = [None] * n
+      for i, dist in zip(table.examples['index'], dists):
+        full_probs[int(i)] = dist
     path = curated.write_teacher_folder(args.teacher_folder, dataset, split, args.teacher_name,
                                         full_labels, full_rationales, args.data_dir,
-                                        {'actions': dict(counts)})
+                                        {'actions': dict(counts), 'soft': bool(args.soft)},
+                                        label_probs=full_probs)
     print(f"wrote {path}: train with DSSB_DATA_DIR={args.teacher_folder} "
-          f"--gin.TEACHER=\"'{args.teacher_name}'\" --gin.PARSE_FAILURES=\"'drop'\"",
-          file=sys.stderr)
+          f"--gin.TEACHER=\"'{args.teacher_name}'\" --gin.PARSE_FAILURES=\"'drop'\""
+          + (' --gin.tasks.get_task_name.soft_labels=True (the label distributions)'
+             if args.soft else ''), file=sys.stderr)
   return 0

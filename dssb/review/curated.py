@@ -14,10 +14,17 @@ it out. So:
 
 trains on the curated labels, with the rationales kept for step-by-step. Every completion is
 parsed back before it is written; a label the parser would read otherwise raises.
+
+With `label_probs` (apply --soft), the folder also holds each row's label distribution
+(`{split}_label_probs.json`, dssb.data.soft_labels): the completion keeps the curated label (the
+combiner's most likely one), so the hard path is unchanged, and --gin.tasks.get_task_name.soft_labels=True trains on the
+distribution instead (each candidate an example weighted by its probability).
 """
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
+from dssb import paths
+from dssb.data import soft_labels
 from dssb.data import sources as data_sources
 from dssb.data import teacher_outputs
 from dssb.teacher import layout
@@ -41,13 +48,27 @@ def completion(dataset: str, label: Optional[str], rationale: Optional[str],
 
 def write_teacher_folder(out_dir: str, dataset: str, split: str, name: str,
                          labels: Sequence[Optional[str]], rationales: Sequence[Optional[str]],
-                         data_dir: Optional[str] = None, summary: Optional[dict] = None) -> str:
+                         data_dir: Optional[str] = None, summary: Optional[dict] = None,
+                         label_probs: Optional[Sequence[Optional[Mapping[str, float]]]] = None
+                         ) -> str:
   """Writes the curated labels of every row of a source split as teacher `name`; returns the
-  CoT file's path. labels[i] is None for a row to leave out."""
+  CoT file's path. labels[i] is None for a row to leave out. label_probs[i]: that row's label
+  distribution (None where labels[i] is None; labels[i] must have a probability in it); without
+  label_probs an earlier run's probabilities file is removed."""
   rows = data_sources.read_examples(dataset, split, data_dir)
   if not len(rows) == len(labels) == len(rationales):
     raise ValueError(f'{dataset} {split} has {len(rows)} rows; got {len(labels)} labels and '
                      f'{len(rationales)} rationales')
+  if label_probs is not None:
+    label_probs = [soft_labels.check_probs(p, f'{dataset} {split} row {i}')
+                   for i, p in enumerate(label_probs)]
+    if len(label_probs) != len(rows):
+      raise ValueError(f'{dataset} {split} has {len(rows)} rows; got {len(label_probs)} '
+                       'label distributions')
+    for i, (label, p) in enumerate(zip(labels, label_probs)):
+      if (label is None) != (p is None) or (p is not None and p.get(label, 0.0) <= 0):
+        raise ValueError(f'{dataset} {split} row {i}: label {label!r} has no probability in '
+                         f'its distribution {p}')
   completions = []
   for row, label, rationale in zip(rows, labels, rationales):
     text = completion(dataset, label, rationale, row.get('choices'))
@@ -62,4 +83,9 @@ def write_teacher_folder(out_dir: str, dataset: str, split: str, name: str,
   summary = {'teacher': name, 'dataset': dataset, 'split': split, 'rows': len(rows),
              'labelled': kept, 'left_out': len(rows) - kept, **(summary or {})}
   records = [{'row': r['row'], 'id': r['id'], 'label': l} for r, l in zip(rows, labels)]
-  return layout.write_outputs(folder, split, completions, records, summary)['completions']
+  written = layout.write_outputs(folder, split, completions, records, summary)['completions']
+  if label_probs is not None:
+    soft_labels.write(folder, split, label_probs)
+  elif paths.path(folder, f'{split}_label_probs.json').exists():
+    paths.path(folder, f'{split}_label_probs.json').unlink()
+  return written
