@@ -12,6 +12,10 @@ its gold label. Student test accuracy: the scikit-learn student trained on the c
 pool, measured on e-SNLI valid gold (untouched by any curation). 3 seeds (folds, random review,
 label model); mean +- standard error. Also a synthetic benchmark of the combiners (sources of
 known accuracy, coverage and correlation; stated as synthetic). All of it through dssb.review.
+
+This writes the measurements (report.json); the README.md tables and PNGs are rendered from it
+by the one report path, `python -m dssb.report results/label_quality` (dssb/report/
+label_quality.py), which this script calls at the end and `--all --check` checks.
 """
 
 import argparse
@@ -27,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from dssb.data import sources as data_sources
 from dssb.data import splits
+from dssb.report import dispatch
 from dssb.review import combine
 from dssb.review import crossfit
 from dssb.review import flag
@@ -190,164 +195,6 @@ def synthetic(seeds):
   return out
 
 
-def mean_se(values):
-  values = np.asarray(values, float)
-  se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-  return float(values.mean()), float(se)
-
-
-def _agg(runs, get):
-  return mean_se([get(r) for r in runs])
-
-
-def _fmt(m_se, scale=100.0):
-  m, se = m_se
-  return f'{scale * m:.1f} +- {scale * se:.1f}'
-
-
-def render(out):
-  """README.md tables and PNGs from report.json."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(out, 'report.json')) as f:
-    report = json.load(f)
-  names = {'cqa': 'CQA train (8,766 rows, PaLM labels)',
-           'esnli': 'e-SNLI test inputs as a pool (9,824 rows, PaLM labels)'}
-  lines = ['# Label quality: flagging, review budgets, combiners (issue 20)', '',
-           f"Produced by `{report['command']}`; then `--render`. Seeds {report['seeds']}: "
-           'numbers are mean +- standard error over seeds (5-fold split, random review, label '
-           'model). The reviewer is simulated by gold. Percentages.', '']
-  for dataset, runs in report['datasets'].items():
-    lines += [f'## {names.get(dataset, dataset)}', '',
-              f"Rows {runs[0]['rows']}, with a parseable PaLM label {runs[0]['labelled']}; "
-              f"PaLM right on {_fmt(_agg(runs, lambda r: r['given_label_accuracy']))}% of rows; "
-              f"base error rate among labelled rows "
-              f"{_fmt(_agg(runs, lambda r: r['base_error_rate']))}%. Student (scikit-learn "
-              f"pair student{', reads the rationale' if dataset == 'cqa' else ''}), out of fold, "
-              f"right on {_fmt(_agg(runs, lambda r: r['student_oof_accuracy']))}% vs gold.", '',
-              '### Flagging: precision / recall of the reviewed set at each budget (% of rows)',
-              '', '| ranking | ' + ' | '.join(f'{100 * b:g}%' for b in BUDGETS) + ' |',
-              '|---|' + '---|' * len(BUDGETS)]
-    for method in runs[0]['flagging']:
-      if method.endswith('set'):
-        continue
-      cells = [f"{_fmt(_agg(runs, lambda r, b=b: r['flagging'][method][f'{b:g}'][0]))} / "
-               f"{_fmt(_agg(runs, lambda r, b=b: r['flagging'][method][f'{b:g}'][1]))}"
-               for b in BUDGETS]
-      lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
-    issue = 'cleanlab find_label_issues set'
-    lines += ['', f"cleanlab's find_label_issues flags "
-              f"{_agg(runs, lambda r: r['flagging'][issue]['all'][2])[0]:.0f} rows: precision "
-              f"{_fmt(_agg(runs, lambda r: r['flagging'][issue]['all'][0]))}%, recall "
-              f"{_fmt(_agg(runs, lambda r: r['flagging'][issue]['all'][1]))}%.", '',
-              '### Label accuracy (% of all rows right; no label counts as wrong) vs budget', '',
-              'Review: the budget goes to the lowest-quality rows (flagged) or to random rows; '
-              "a reviewed row gets gold. The rest of cleanlab's find_label_issues set is then "
-              'dropped (its accuracy is over the kept rows, which also leaves out the rows with '
-              'no parseable PaLM label) or relabelled by the student where its out-of-fold '
-              'probability is >= 0.5 (neighbour relabel).', '',
-              '| budget | ' + ' | '.join(k for k in runs[0]['curve']['0'] if not k.startswith(
-                  'student')) + ' |', '|---|' + '---|' * 5]
-    for b in CURVE:
-      keys = [k for k in runs[0]['curve'][f'{b:g}'] if not k.startswith('student')]
-      lines.append(f'| {100 * b:g}% | ' + ' | '.join(
-          _fmt(_agg(runs, lambda r, k=k: r['curve'][f'{b:g}'][k])) for k in keys) + ' |')
-    student_keys = [k for k in runs[0]['curve']['0'] if k.startswith('student')]
-    if student_keys:
-      lines += ['', '### Student test accuracy (scikit-learn student trained on the curated '
-                'pool, measured on e-SNLI valid gold, a split no curation touches)', '',
-                '| budget | ' + ' | '.join(k.split(': ')[1] for k in student_keys) + ' |',
-                '|---|' + '---|' * len(student_keys)]
-      for b in STUDENT_BUDGETS:
-        cur = runs[0]['curve'][f'{b:g}']
-        lines.append(f'| {100 * b:g}% | ' + ' | '.join(
-            _fmt(_agg(runs, lambda r, k=k: r['curve'][f'{b:g}'][k])) if k in cur else '-'
-            for k in student_keys) + ' |')
-    multi = runs[0]['multi_signal']
-    lines += ['', '### Multi-signal: sources and combiners (% of all rows right)', '',
-              '| source | coverage | right, % of all rows | right, % of rows it votes on |',
-              '|---|---|---|---|']
-    for s_name, v in runs[0]['sources'].items():
-      lines.append(f"| {s_name} | {100 * v['coverage']:.1f} | {100 * v['accuracy']:.1f} | "
-                   f"{100 * v['accuracy'] / max(v['coverage'], 1e-9):.1f} |")
-    signal = {k: _fmt(_agg(runs, lambda r, k=k: r['multi_signal'][k]))
-              for k in ('best single source', 'majority ties', 'majority vote', 'label model')}
-    lines += ['', '| combiner | accuracy |', '|---|---|',
-              f"| best single source ({multi['best single source name']}) | "
-              f"{signal['best single source']} |",
-              f"| majority vote (ties {signal['majority ties']}% of rows, no label) | "
-              f"{signal['majority vote']} |",
-              f"| Snorkel label model | {signal['label model']} |", '']
-    # PNGs
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method in [m for m in runs[0]['flagging'] if not m.endswith('set')]:
-      for ax, idx in zip(axes, (0, 1)):
-        vals = [_agg(runs, lambda r, b=b: r['flagging'][method][f'{b:g}'][idx]) for b in BUDGETS]
-        ax.errorbar([100 * b for b in BUDGETS], [100 * v[0] for v in vals],
-                    yerr=[100 * v[1] for v in vals], marker='o', capsize=3, label=method)
-    base = 100 * _agg(runs, lambda r: r['base_error_rate'])[0]
-    axes[0].axhline(base, color='gray', ls='--', label=f'base error rate {base:.1f}%')
-    axes[0].set(xlabel='review budget (% of rows)', ylabel='precision (% flagged that are wrong)',
-                xscale='log', title=f'{dataset}: flagging precision')
-    axes[1].set(xlabel='review budget (% of rows)', ylabel='recall (% of wrong labels found)',
-                xscale='log', title=f'{dataset}: flagging recall')
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, f'flagging_{dataset}.png'), dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for key in [k for k in runs[0]['curve']['0'] if not k.startswith(('student', 'rows'))]:
-      vals = [_agg(runs, lambda r, b=b: r['curve'][f'{b:g}'][key]) for b in CURVE]
-      ax.errorbar([100 * b for b in CURVE], [100 * v[0] for v in vals],
-                  yerr=[100 * v[1] for v in vals], marker='o', capsize=3, label=key)
-    ax.set(xlabel='review budget (% of rows)', ylabel='labels right (%)',
-           title=f'{dataset}: label accuracy vs review budget')
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, f'label_accuracy_{dataset}.png'), dpi=110)
-    plt.close(fig)
-    if student_keys:
-      fig, ax = plt.subplots(figsize=(6.5, 4))
-      for key in student_keys:
-        bs = [b for b in STUDENT_BUDGETS if key in runs[0]['curve'][f'{b:g}']]
-        vals = [_agg(runs, lambda r, b=b: r['curve'][f'{b:g}'][key]) for b in bs]
-        ax.errorbar([100 * b for b in bs], [100 * v[0] for v in vals],
-                    yerr=[100 * v[1] for v in vals], marker='o', capsize=3,
-                    label=key.split(': ')[1])
-      ax.set(xlabel='review budget (% of pool rows)', ylabel='student accuracy on e-SNLI valid (%)',
-             title='student trained on the curated pool')
-      ax.legend(fontsize=7)
-      fig.tight_layout()
-      fig.savefig(os.path.join(out, f'student_accuracy_{dataset}.png'), dpi=110)
-      plt.close(fig)
-  if 'synthetic' in report:
-    lines += ['## Synthetic combiner benchmark (synthetic sources, 5,000 rows, 3 classes)', '',
-              'One good source (accuracy 0.8, coverage 0.5) and m weak sources (0.6, coverage '
-              '0.8), independent given gold or in copied pairs (correlated). Accuracy %, '
-              'no label counts as wrong.', '', '| setting | majority vote | label model | '
-              'best single source |', '|---|---|---|---|']
-    for setting, res in report['synthetic'].items():
-      lines.append(f'| {setting} | ' + ' | '.join(_fmt(mean_se(res[k])) for k in (
-          'majority vote', 'label model', 'best single source')) + ' |')
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for correlated in ('independent', 'correlated pairs'):
-      keys = [k for k in report['synthetic'] if k.startswith(correlated)]
-      ms = [int(k.split('+ ')[1].split()[0]) for k in keys]
-      for method, style in (('majority vote', '--'), ('label model', '-')):
-        vals = [mean_se(report['synthetic'][k][method]) for k in keys]
-        ax.errorbar(ms, [100 * v[0] for v in vals], yerr=[100 * v[1] for v in vals], ls=style,
-                    marker='o', capsize=3, label=f'{method}, {correlated}')
-    ax.set(xlabel='weak sources added (accuracy 0.6)', ylabel='accuracy (%)', xscale='log',
-           title='synthetic: combiners as weak sources are added')
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, 'synthetic_combiners.png'), dpi=110)
-    plt.close(fig)
-  with open(os.path.join(out, 'README.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -355,11 +202,7 @@ def main():
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--datasets', nargs='*', default=['cqa', 'esnli'])
   parser.add_argument('--limit', type=int, default=None, help='first N rows only (smoke runs)')
-  parser.add_argument('--render', action='store_true', help='only write README.md and PNGs')
   args = parser.parse_args()
-  if args.render:
-    render(args.out)
-    return
   os.makedirs(args.out, exist_ok=True)
   seeds = list(range(args.seeds))
   report = {'command': 'DSSB_DATA_DIR=../shared/dss_data nice -n 10 .venv/bin/python '
@@ -382,7 +225,7 @@ def main():
   report['synthetic'] = synthetic(seeds)
   with open(os.path.join(args.out, 'report.json'), 'w') as f:
     json.dump(report, f, indent=1)
-  render(args.out)
+  dispatch.write(args.out)
   print(f'wrote {args.out}/report.json, README.md and PNGs', file=sys.stderr)
 
 

@@ -18,7 +18,7 @@ import gin
 import pytest
 
 from dssb import gin_utils, train
-from dssb.report import dispatch, open_teacher, paper, stats, summaries
+from dssb.report import dispatch, label_quality, open_teacher, paper, stats, summaries
 from dssb.data import metrics, sources, teacher_outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,14 +128,15 @@ def test_every_committed_results_folder_regenerates_byte_for_byte(dss_data_dir):
   folders = {os.path.basename(os.path.dirname(f)): dispatch.kind_of(f)
              for f in dispatch.report_folders()}
   assert {'mini_repro': 'paper', 'context_distillation': 'context_distillation',
-          'open_teacher': 'open_teacher'}.items() <= folders.items()
+          'open_teacher': 'open_teacher', 'label_quality': 'label_quality'}.items() <= \
+      folders.items()
   assert 'perf' not in folders  # benchmark outputs: made by experiments/bench_*.py
   assert dispatch.check_all(data_dir=dss_data_dir) == []
 
 
 def test_check_all_names_a_changed_file_and_all_restores_it(dss_data_dir, tmp_path):
   results = tmp_path / 'results'
-  for name in ('context_distillation', 'open_teacher'):
+  for name in ('context_distillation', 'open_teacher', 'label_quality'):
     shutil.copytree(os.path.join(REPO, 'results', name), results / name)
   os.makedirs(results / 'mini_repro' / 'runs')  # receives the fraction runs only
   for path in glob.glob(os.path.join(REPO, 'results', 'mini_repro', 'runs', '*')):
@@ -145,16 +146,21 @@ def test_check_all_names_a_changed_file_and_all_restores_it(dss_data_dir, tmp_pa
   assert dispatch.check_all(str(results), data_dir=dss_data_dir) == []
   for name in ('mini_repro/fractions_cqa.png', 'context_distillation/cqa.md',
                'open_teacher/README.md', 'context_distillation/addition.png',
+               'label_quality/README.md', 'label_quality/flagging_esnli.png',
                'mini_repro/runs/dataset=addition,recipe=standard,fraction=1.0,seed=0.json'):
     assert _read(results / name, 'rb') == _read(os.path.join(REPO, 'results', name), 'rb'), name
   with open(results / 'context_distillation' / 'cqa.md', 'a') as f:
     f.write(' ')
+  png = results / 'label_quality' / 'synthetic_combiners.png'
+  data = bytearray(png.read_bytes())
+  data[-13] ^= 1  # one byte of the PNG (in its last data chunk's checksum)
+  png.write_bytes(bytes(data))
   with open(results / 'mini_repro' / 'runs' /
             'dataset=addition,recipe=step_by_step,fraction=0.125,seed=0.json', 'a') as f:
     f.write('\n')  # the same numbers: only the derived file itself differs
   assert sorted(os.path.relpath(p, results) for p in dispatch.check_all(
       str(results), data_dir=dss_data_dir)) == [
-          'context_distillation/cqa.md',
+          'context_distillation/cqa.md', 'label_quality/synthetic_combiners.png',
           'mini_repro/runs/dataset=addition,recipe=step_by_step,fraction=0.125,seed=0.json']
   assert dispatch.main(['--all', '--check', '--results', str(results),
                         '--data_dir', dss_data_dir]) == 1
@@ -228,6 +234,37 @@ def test_open_teacher_readme_is_rendered_from_its_summary_alone(tmp_path):
   with pytest.raises(ValueError, match=r'summary.json: no "students"'):
     open_teacher.write(str(tmp_path), str(tmp_path))
   assert dispatch.main([str(tmp_path / 'empty')]) == 2  # nothing to report: a named error
+
+
+def test_label_quality_is_rendered_from_its_report_alone(tmp_path):
+  """README.md and PNGs from report.json (experiments/label_quality.py's measurements); the
+  budgets come from the report's keys, so a report without the synthetic part or with fewer
+  budgets renders what it holds."""
+  committed = os.path.join(REPO, 'results', 'label_quality')
+  shutil.copy(os.path.join(committed, 'report.json'), tmp_path)
+  assert dispatch.kind_of(str(tmp_path)) == 'label_quality'
+  written = dispatch.write(str(tmp_path))
+  assert written == sorted(['README.md', 'flagging_cqa.png', 'flagging_esnli.png',
+                            'label_accuracy_cqa.png', 'label_accuracy_esnli.png',
+                            'student_accuracy_esnli.png', 'synthetic_combiners.png'])
+  for name in written:
+    assert _read(tmp_path / name, 'rb') == _read(os.path.join(committed, name), 'rb'), name
+  report = json.loads(_read(tmp_path / 'report.json'))
+  del report['synthetic'], report['datasets']['esnli']
+  for run in report['datasets']['cqa']:
+    for ranking in run['flagging'].values():
+      ranking.pop('0.25', None)
+  out = tmp_path / 'smaller'
+  (out / 'report.json').parent.mkdir()
+  (out / 'report.json').write_text(json.dumps(report))
+  assert dispatch.write(str(out)) == ['README.md', 'flagging_cqa.png', 'label_accuracy_cqa.png']
+  readme = _read(out / 'README.md')
+  assert '| ranking | 1% | 5% | 10% |\n' in readme and 'Synthetic' not in readme
+  del report['seeds']
+  (out / 'report.json').write_text(json.dumps(report))
+  assert dispatch.kind_of(str(out)) is None  # not the label-quality schema: nothing to report
+  with pytest.raises(ValueError, match=r'report.json: no "seeds"'):
+    label_quality.write(str(out), str(out))
 
 
 def test_teacher_accuracy_is_the_metric_on_the_released_outputs(dss_data_dir):

@@ -8,6 +8,7 @@ A folder's kind is read from what it holds, and one module renders each kind:
   runs/*.json of any other sweep         paper tables and fraction plots (dssb.report.paper)
   runs/seed*/*.json                      context distillation, Table 3 (.context_distill)
   summary.json (no runs/)                the open-teacher pipeline (.open_teacher)
+  report.json (command, seeds, datasets) label quality (.label_quality)
 --collect ROOT first gathers the summaries: a sweep's root (ROOT/*/sweep_run.json into
 runs/), or the WORK folder of experiments/open_teacher_demo.sh (into summary.json).
 --all rebuilds every such folder under results/ from its committed summaries and the data,
@@ -24,7 +25,7 @@ import sys
 import tempfile
 from typing import Dict, Iterable, List, Optional
 
-from dssb.report import context_distill, open_teacher, paper, summaries
+from dssb.report import context_distill, label_quality, open_teacher, paper, summaries
 from dssb.report.stats import same_bytes, write_text
 
 RESULTS = os.path.join(paper.REPO, 'results')
@@ -35,7 +36,8 @@ FRACTION_RUNS = (('context_distillation', 'mini_repro'),)
 
 
 def kind_of(folder: str) -> Optional[str]:
-  """'testbed', 'paper', 'context_distillation', 'open_teacher', or None (nothing to report)."""
+  """'testbed', 'paper', 'context_distillation', 'open_teacher', 'label_quality', or None
+  (nothing to report)."""
   if glob.glob(os.path.join(folder, 'runs', 'seed*', '*.json')):
     return 'context_distillation'
   if glob.glob(os.path.join(folder, 'runs', '*.json')):
@@ -45,6 +47,8 @@ def kind_of(folder: str) -> Optional[str]:
     return 'paper'
   if open_teacher.has_summary(folder):
     return 'open_teacher'
+  if label_quality.has_report(folder):
+    return 'label_quality'
   return None
 
 
@@ -60,8 +64,8 @@ def write(folder: str, out: Optional[str] = None, paper_numbers: str = paper.PAP
   out = out or folder
   kind = kind_of(folder)
   if kind is None:
-    raise FileNotFoundError(f'{folder}: no run summaries (runs/*.json, runs/seed*/*.json) and '
-                            'no summary.json: nothing to report')
+    raise FileNotFoundError(f'{folder}: no run summaries (runs/*.json, runs/seed*/*.json), '
+                            'no summary.json and no report.json: nothing to report')
   os.makedirs(out, exist_ok=True)
   if kind == 'testbed':
     return _write_testbed(folder, out)
@@ -69,6 +73,8 @@ def write(folder: str, out: Optional[str] = None, paper_numbers: str = paper.PAP
     return paper.write(folder, out, paper_numbers, data_dir)
   if kind == 'context_distillation':
     return context_distill.write(folder, out)
+  if kind == 'label_quality':
+    return label_quality.write(folder, out)
   return open_teacher.write(folder, out)
 
 
