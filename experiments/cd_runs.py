@@ -3,7 +3,8 @@
 A run is a gin-configured `dssb.train` training or `dssb.context_distill` sampling, exactly what
 its command line (stored in the summary) does. A run whose summary exists is skipped; an
 unfinished one resumes (the trainer from its checkpoints, the sampler from its file). Summaries
-go to OUT/runs/seed{S}/{name}.json: the reports are rebuilt from them alone.
+go to OUT/runs/seed{S}/{name}.json: the reports are rebuilt from them alone. The runs are
+declared in gin (gin/paper/cd_table3_runs.gin, gin/cpu/cd_cqa_runs.gin; `plan` reads them).
 """
 
 import dataclasses
@@ -36,6 +37,58 @@ class Run:
     """The equivalent command line (string values in double quotes, as the README writes)."""
     module = 'dssb.train' if self.kind == 'train' else 'dssb.context_distill'
     return sweep.command_line(module, self.gin_files, self.bindings)
+
+
+def declared(parts: dict) -> dict:
+  """{part: [(name, kind, cell, template, bindings), ...]}: the runs a gin file declares (gin
+  binds `cd_runs.declared.parts`; gin/paper/cd_table3_runs.gin says what each field means)."""
+  return parts
+
+
+def declaration(runs_file: str) -> dict:
+  """The parts RUNS_FILE declares (parsed alone: it names runs, it configures none)."""
+  gin.clear_config()
+  try:
+    gin_utils.parse_gin([runs_file])
+    parts = gin_utils.call_configured(declared, 'cd_runs.declared')
+  finally:
+    gin.clear_config()
+  for part, entries in parts.items():
+    for entry in entries:
+      if len(entry) != 5 or entry[1] not in ('train', 'sample'):
+        raise ValueError(f"{runs_file}: part {part!r}: {entry!r} is not (name, 'train' or "
+                         "'sample', cell, template, bindings)")
+  return parts
+
+
+def _fill(text: str, values: dict) -> str:
+  """TEXT with each {FIELD} of VALUES replaced (only those: a binding may hold other braces)."""
+  for key, value in values.items():
+    text = text.replace('{' + key + '}', value)
+  return text
+
+
+def plan(runs_file: str, part: str, work: str, seed: int, files_after: Sequence[str] = (),
+         fractions: Sequence[float] = ()) -> list:
+  """(Run, template of its evaluation) of PART of RUNS_FILE for SEED, its folders under
+  WORK/seed{SEED}, in the declared order; each run's files are gin/paper/CELL.gin then
+  FILES_AFTER (the size, a smoke run's file). A part whose names hold {fraction} is repeated
+  for each of FRACTIONS, fraction by fraction."""
+  parts = declaration(runs_file)
+  if part not in parts:
+    raise ValueError(f'{runs_file}: no part {part!r} (it declares {sorted(parts)})')
+  runs_dir = os.path.join(work, f'seed{seed}')
+  values = {'seed': str(seed), 'runs_dir': runs_dir,
+            'teacher_dir': os.path.join(runs_dir, 'teacher'),
+            'distill_file': os.path.join(runs_dir, 'distill_set.jsonl')}
+  per_fraction = any('{fraction}' in entry[0] for entry in parts[part])
+  out = []
+  for fraction in (fractions if per_fraction else [None]):
+    filled = dict(values, fraction=str(fraction)) if per_fraction else values
+    for name, kind, cell, template, bindings in parts[part]:
+      out.append((Run(_fill(name, filled), kind, (f'gin/paper/{cell}.gin', *files_after),
+                      tuple(_fill(b, filled) for b in bindings)), template))
+  return out
 
 
 def _call(run: Run):

@@ -11,10 +11,11 @@ The committed results ran as two processes side by side (2 cores, shared with ot
   python experiments/context_distill_addition.py --work_dir /tmp/cd_addition --parts fractions \
       --fractions 0.125
 
-Each cell is a gin/paper/cd_*.gin file shrunk by gin/cpu/cd_addition_mini.gin (a small T5 from
-scratch, 1-3 digit operands). Killed, it resumes: finished runs are skipped (their summaries are
-in OUT/runs/), an unfinished training resumes from its checkpoints and the teacher's sampling
-from its file. --report_only rebuilds results/context_distillation/ from the summaries alone.
+The runs are declared in gin/paper/cd_table3_runs.gin; each cell is a gin/paper/cd_*.gin file
+shrunk by gin/cpu/cd_addition_mini.gin (a small T5 from scratch, 1-3 digit operands). Killed,
+it resumes: finished runs are skipped (their summaries are in OUT/runs/), an unfinished training
+resumes from its checkpoints and the teacher's sampling from its file. --report_only rebuilds
+results/context_distillation/ from the summaries alone.
 """
 
 import argparse
@@ -28,12 +29,8 @@ from dssb.report import context_distill  # pylint: disable=g-import-not-at-top,w
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINI = 'gin/cpu/cd_addition_mini.gin'
+RUNS = 'gin/paper/cd_table3_runs.gin'  # the runs, declared in gin
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
-SOFT_FORMS = {'cd_soft_sampled': ("SOFT_FORM='sampled'",),
-              'cd_soft_full': ("SOFT_FORM='full'",),
-              'cd_soft_top_k': ("SOFT_FORM='top_k'", 'losses.SoftTargets.top_k=5'),
-              'cd_soft_reverse': ("SOFT_FORM='full'", "SOFT_DIRECTION='reverse'")}
-
 EXTRA_SOFT_FORMS = ('cd_soft_full', 'cd_soft_top_k', 'cd_soft_reverse')  # beside the paper's
 
 
@@ -43,43 +40,12 @@ def _paper(name):
 
 def plan(work: str, seed: int, extra_gin: tuple, part: str,
          fractions: tuple = FRACTIONS[:-1]) -> list:
-  """(Run, template of its evaluation) in order. Part 'table3': the teacher, its distillation
-  set, the students and controls; 'fractions': label-only and step-by-step at the fractions
-  below 100% (the 100% runs belong to Table 3); 'teacher_500': a teacher on a quarter of the
-  labelled scratchpads (500, the paper's count). The template is 'teacher', 'student', or None
-  for the sampling."""
-  runs_dir = os.path.join(work, f'seed{seed}')
-  teacher_dir = os.path.join(runs_dir, 'teacher')
-  distill_file = os.path.join(runs_dir, 'distill_set.jsonl')
-  common = (f'SEED={seed}',)
-  student = common + (f"TEACHER_DIR='{teacher_dir}'",)
-  files = lambda name: (_paper(name), MINI) + extra_gin
-
-  def train(name, gin_name, *bindings):
-    return cd_runs.Run(name, 'train', files(gin_name), bindings + (
-        f"MODEL_DIR='{os.path.join(runs_dir, name)}'",))
-
-  if part == 'fractions':
-    return [(train(f'{name}_f{fraction}', gin_name, *common, f'FRACTION={fraction}'), 'student')
-            for fraction in fractions if fraction < 1.0
-            for name, gin_name in (('multitask', 'cd_table3_multitask'),
-                                   ('label_only', 'cd_label_only'))]
-  if part == 'teacher_500':  # the paper's number of scratchpads, the same steps
-    return [(train('teacher_f0.25', 'cd_table3_teacher', *common, 'FRACTION=0.25'), 'teacher')]
-  out = [(train('teacher', 'cd_table3_teacher', *common), 'teacher'),
-         (train('before', 'cd_table3_student_before', *student), 'student'),
-         (cd_runs.Run('distill_set', 'sample', files('cd_table3_distill_set'),
-                      student + (f"DISTILL_FILE='{distill_file}'",)), None),
-         (train('cd_hard', 'cd_table3_context_distill_hard', *student,
-                f"DISTILL_FILE='{distill_file}'"), 'student')]
-  for name, bindings in SOFT_FORMS.items():
-    out.append((train(name, 'cd_table3_context_distill_soft', *student,
-                      f"DISTILL_FILE='{distill_file}'", *bindings), 'student'))
-  return out + [
-      (train('then_direct', 'cd_table3_scratchpad_then_direct', *student), 'student'),
-      (train('oracle', 'cd_table3_oracle', *student), 'student'),
-      (train('multitask_f1.0', 'cd_table3_multitask', *common, 'FRACTION=1.0'), 'student'),
-      (train('label_only_f1.0', 'cd_label_only', *common, 'FRACTION=1.0'), 'student')]
+  """(Run, template of its evaluation) in order, as RUNS declares them. Part 'table3': the
+  teacher, its distillation set, the students and controls; 'fractions': label-only and
+  step-by-step at the fractions below 100% (the 100% runs belong to Table 3); 'teacher_500': a
+  teacher on a quarter of the labelled scratchpads (500, the paper's count)."""
+  return cd_runs.plan(RUNS, part, work, seed, (MINI,) + tuple(extra_gin),
+                      [f for f in fractions if f < 1.0])
 
 
 def _digits(problem_id: str) -> int:

@@ -21,32 +21,13 @@ from dssb.report import context_distill  # pylint: disable=g-import-not-at-top,w
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINI = 'gin/cpu/cd_cqa_mini.gin'
+RUNS = 'gin/cpu/cd_cqa_runs.gin'  # the runs, declared in gin
 
 
 def plan(work: str, seed: int, extra_gin: tuple = ()) -> list:
-  """(Run, template of its evaluation: 'teacher', 'student', None for the sampling)."""
-  runs_dir = os.path.join(work, f'seed{seed}')
-  teacher_dir = os.path.join(runs_dir, 'teacher')
-  distill_file = os.path.join(runs_dir, 'distill_set.jsonl')
-  student = (f'SEED={seed}', f"TEACHER_DIR='{teacher_dir}'")
-
-  def train(name, gin_name, *bindings):
-    return cd_runs.Run(f'cqa_{name}', 'train', (f'gin/paper/{gin_name}.gin', MINI) + extra_gin,
-                       bindings + (f"MODEL_DIR='{os.path.join(runs_dir, name)}'",))
-
-  distill = (f"DISTILL_FILE='{distill_file}'",)
-  return [
-      (train('teacher', 'cd_table3_teacher', f'SEED={seed}'), 'teacher'),
-      (train('before', 'cd_table3_student_before', *student), 'student'),
-      (cd_runs.Run('cqa_distill_set', 'sample',
-                   ('gin/paper/cd_table3_distill_set.gin', MINI) + extra_gin,
-                   student + distill), None),
-      (train('cd_hard', 'cd_table3_context_distill_hard', *student, *distill), 'student'),
-      (train('cd_soft_full', 'cd_table3_context_distill_soft', *student, *distill,
-             "SOFT_FORM='full'"), 'student'),
-      (train('oracle', 'cd_table3_oracle', *student), 'student'),
-      (train('label_only', 'cd_label_only', f'SEED={seed}'), 'student'),
-  ]
+  """(Run, template of its evaluation: 'teacher', 'student', None for the sampling), as RUNS
+  declares them."""
+  return cd_runs.plan(RUNS, 'cqa', work, seed, (MINI,) + tuple(extra_gin))
 
 
 def main(argv=None):

@@ -66,6 +66,8 @@ SERVES = {
     'paper/cd_table3_settings.gin': 'paper/cd_table3_teacher.gin',
     'paper/hsieh_settings.gin': 'paper/fig4_fractions.gin',
     **{f'paper/hsieh_t5_{s}.gin': 'paper/fig6_sizes.gin' for s in ('base', 'large', 'xxl')},
+    # Declarations of the context-distillation runs (read by experiments/cd_runs.py).
+    'paper/cd_table3_runs.gin': 'cd_runs_test.py', 'cpu/cd_cqa_runs.gin': 'cd_runs_test.py',
     **{f'testbed/{f}.gin': 'testbed_gin_test.py' for f in (
         'run', 'settings', 'tune', 'one_eighth', 'one_eighth_short', 'ablation', 'unlabeled',
         'teacher_error', 'sizes', 'sizes_unlabeled', 'model_small', 'cqa_check')},
