@@ -247,3 +247,19 @@ def test_trainer_runs_two_steps_on_a_soft_curated_folder(soft_folder, small_cqa,
   assert summary['last']['test']['num_examples'] == 4
   with open(os.path.join(model_dir, 'config.gin')) as f:
     assert 'soft_labels = True' in f.read()
+
+
+def test_pair_student_soft_labels(dss_data_dir):
+  """The scikit-learn pair student (experiments/label_quality_soft.py): one-hot distributions
+  fit exactly the hard labels' model; split distributions fit another one."""
+  from dssb.review import crossfit  # pylint: disable=g-import-not-at-top
+  rows = data_sources.read_examples('esnli', 'valid', dss_data_dir)[:300]
+  views = [sources.example_view('esnli', r) for r in rows]
+  student = crossfit.PairStudent(views)
+  labels = [r['label'] for r in rows]
+  hard = student.fit_score(labels, views[:50])
+  one_hot = student.fit_score(labels, views[:50], [{l: 1.0} for l in labels])
+  np.testing.assert_allclose(np.asarray(one_hot), np.asarray(hard), rtol=1e-6, atol=1e-9)
+  split = [{l: 0.5, ('neutral' if l != 'neutral' else 'entailment'): 0.5} for l in labels]
+  soft = student.fit_score(labels, views[:50], split)
+  assert np.abs(np.asarray(soft) - np.asarray(hard)).max() > 1e-3

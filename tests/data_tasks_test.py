@@ -163,16 +163,24 @@ def test_task_name_rule(args, kwargs, expected):
 
 
 def test_any_setting_but_data_dir_changes_the_name():
-  base = tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model')
-  assert base == tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model')
-  assert base.name() == tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model').name()
+  base = tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model', label_source='teacher')
+  assert base == tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model',
+                                    label_source='teacher')
+  assert base.name() == tasks.TaskSettings('cqa', 'step_by_step', vocab_path='/v.model',
+                                           label_source='teacher').name()
   changes = {'dataset': 'svamp', 'recipe': 'single_task_label_first', 'fraction': 0.25,
-             'seed': 3, 'teacher': 'other', 'label_source': 'teacher', 'prefix_style': 'paper',
-             'vocab_path': '/w.model', 'parse_failures': 'drop', 'tfds_data_dir': '/t'}
-  assert set(changes) | {'data_dir'} == {f.name for f in dataclasses.fields(tasks.TaskSettings)}
+             'seed': 3, 'teacher': 'other', 'label_source': 'gold', 'prefix_style': 'paper',
+             'vocab_path': '/w.model', 'parse_failures': 'drop', 'tfds_data_dir': '/t',
+             'soft_labels': True}
+  assert set(changes) | {'data_dir', 'soft_label_floor'} == {
+      f.name for f in dataclasses.fields(tasks.TaskSettings)}
   names = {field: dataclasses.replace(base, **{field: value}).name()
            for field, value in changes.items()}
-  assert len(set(names.values()) | {base.name()}) == len(changes) + 1, names
+  # the floor names a soft task; a hard task ignores it (normalised away)
+  soft = dataclasses.replace(base, soft_labels=True)
+  names['soft_label_floor'] = dataclasses.replace(soft, soft_label_floor=0.2).name()
+  assert dataclasses.replace(base, soft_label_floor=0.2) == base
+  assert len(set(names.values()) | {base.name()}) == len(changes) + 2, names
   elsewhere = dataclasses.replace(base, data_dir='/elsewhere')
   assert elsewhere.name() == base.name() and elsewhere != base
   with pytest.raises(dataclasses.FrozenInstanceError):
@@ -193,6 +201,11 @@ def test_settings_defaults_are_get_task_name_defaults():
     ({'recipe': 'distill', 'label_source': 'gold'}, "recipe 'distill' trains on teacher"),
     ({'prefix_style': 'mine'}, 'prefix_style must be one of'),
     ({'parse_failures': 'fix'}, 'parse_failures must be one of'),
+    ({'soft_labels': True}, "soft_labels replace the teacher's label"),
+    ({'recipe': 'distill', 'soft_labels': True, 'tfds_data_dir': '/t'},
+     'soft_labels read the JSON teacher folder'),
+    ({'recipe': 'distill', 'soft_labels': True, 'soft_label_floor': 1.0},
+     'soft_label_floor must be in'),
     ({'teacher': 'two words'}, "Bad teacher name 'two words'"),
     ({'fraction': 0.0}, r'fraction must be in \(0, 1\], got 0.0'),
     ({'vocab_path': None}, 'No vocabulary: pass vocab_path or set DSSB_VOCAB'),

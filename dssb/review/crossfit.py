@@ -143,17 +143,33 @@ class PairStudent:
     return self.hasher.transform([pair_features(v, cand, self.use_rationale)
                                   for v in views for cand in v['candidates']]).tocsr()
 
-  def _fit(self, labels, train_rows):
+  def _fit(self, labels, train_rows, label_probs=None):
     from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
-    y = np.concatenate([[c == labels[i] for c in self.views[i]['candidates']]
-                        for i in train_rows]).astype(int)
     model = LogisticRegression(C=self.c, max_iter=1000, solver='liblinear')
-    return model.fit(self.matrix[self._pairs(train_rows)], y)
+    x = self.matrix[self._pairs(train_rows)]
+    if label_probs is None:
+      y = np.concatenate([[c == labels[i] for c in self.views[i]['candidates']]
+                          for i in train_rows]).astype(int)
+      return model.fit(x, y)
+    # Soft labels: each pair once as a positive weighted p(c) and once as a negative weighted
+    # 1 - p(c), the expectation of the hard pair loss over the label distribution (as
+    # dssb.data.soft_labels does for the trainer); zero weights are left out, so a one-hot
+    # distribution fits exactly the hard labels' rows.
+    p = np.concatenate([[label_probs[i].get(c, 0.0) for c in self.views[i]['candidates']]
+                        for i in train_rows])
+    both = np.concatenate([p, 1.0 - p])
+    keep = both > 0
+    y = np.concatenate([np.ones(len(p), int), np.zeros(len(p), int)])
+    import scipy.sparse  # pylint: disable=g-import-not-at-top
+    stacked = scipy.sparse.vstack([x, x]).tocsr()
+    return model.fit(stacked[keep], y[keep], sample_weight=both[keep])
 
-  def fit_score(self, labels: Sequence[Optional[str]], views: Sequence[dict]) -> list:
-    """Trains on every row with a label, then scores other examples (a held-out test set)."""
+  def fit_score(self, labels: Sequence[Optional[str]], views: Sequence[dict],
+                label_probs: Optional[Sequence[Optional[dict]]] = None) -> list:
+    """Trains on every row with a label, then scores other examples (a held-out test set).
+    label_probs: per row {candidate: probability}, trained on as soft targets instead."""
     rows = np.asarray([i for i, l in enumerate(labels) if l is not None], np.int64)
-    scores = self._fit(labels, rows).decision_function(self._features(views))
+    scores = self._fit(labels, rows, label_probs).decision_function(self._features(views))
     sizes = [len(v['candidates']) for v in views]
     return softmax_rows(np.split(scores, np.cumsum(sizes)[:-1]))
 
