@@ -17,8 +17,9 @@ parsed back before it is written; a label the parser would read otherwise raises
 
 With `label_probs` (apply --soft), the folder also holds each row's label distribution
 (`{split}_label_probs.json`, dssb.data.soft_labels): the completion keeps the curated label (the
-combiner's most likely one), so the hard path is unchanged, and --gin.tasks.get_task_name.soft_labels=True trains on the
-distribution instead (each candidate an example weighted by its probability).
+combiner's most likely one), so the hard path is unchanged, and
+--gin.tasks.get_task_name.soft_labels=True trains on the distribution instead (each candidate an
+example weighted by its probability).
 """
 
 from typing import Mapping, Optional, Sequence
