@@ -236,6 +236,41 @@ def test_packed_batch_equals_separate_examples(model):
                              **TOL)
 
 
+def test_targets_packed_against_one_input_equal_each_scored_alone(model):
+  """Rank classification's decoder rows: several targets of ONE input packed end to end (decoder
+  segment ids only), so every segment reads the whole input through cross-attention keys/values
+  projected once per row, and each segment's logits are its own teacher-forced logits."""
+  config, params = model
+  rng = np.random.RandomState(4)
+  enc = _inputs()[1:3]  # row 0 has padding
+  targets = [[rng.randint(2, 64, size=n) for n in (3, 1, 5)], [rng.randint(2, 64, size=n)
+                                                                for n in (2, 4)]]
+  dec_len = 11
+  target = np.zeros((2, dec_len), np.int32)
+  dec_in, dec_seg = np.zeros_like(target), np.zeros_like(target)
+  for row, ys in enumerate(targets):
+    d = 0
+    for seg, y in enumerate(ys, start=1):
+      target[row, d:d + len(y)] = y
+      dec_in[row, d + 1:d + len(y)] = y[:-1]
+      dec_seg[row, d:d + len(y)] = seg
+      d += len(y)
+  t5 = T5(config)
+  encoded = t5.apply({'params': params}, enc, method=T5.encode)
+  packed = t5.apply({'params': params}, encoded, enc, dec_in, target,
+                    decoder_segment_ids=dec_seg, method=T5.decode)
+  unmasked = t5.apply({'params': params}, encoded, enc, dec_in, target, method=T5.decode)
+  for row, ys in enumerate(targets):
+    d, n = 0, int((enc[row] > 0).sum())
+    for y in ys:
+      alone = t5.apply({'params': params}, enc[row:row + 1, :n], np.pad(y[:-1], (1, 0))[None],
+                       y[None])
+      np.testing.assert_allclose(packed[row, d:d + len(y)], alone[0], **TOL)
+      d += len(y)
+  # Without the segment ids later candidates would read earlier ones: the mask is what works.
+  assert not np.allclose(unmasked[0, 3:9], packed[0, 3:9], **TOL)
+
+
 # ---------------------------------------------------------------------------------------------
 # Settings for large models: scan_layers, remat_policy, bfloat16 activations. None may change
 # what the model computes (beyond float rounding).

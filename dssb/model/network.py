@@ -269,6 +269,11 @@ class Decoder(nn.Module):
   def __call__(self, encoded_BxLxE, encoder_tokens_BxL, decoder_input_tokens_BxT,
                decoder_target_tokens_BxT=None, encoder_segment_ids=None,
                decoder_segment_ids=None, enable_dropout=False):
+    """Teacher-forced logits [B, T, V]. Packed rows (decoder_segment_ids: 1, 2, ... per target
+    sequence, inputs shifted right within each) attend only within their own segment; with
+    encoder_segment_ids too, each segment reads only its own input (packed training rows),
+    without, every segment reads the row's whole input: several targets scored against one
+    input, its cross-attention keys/values projected once (rank classification)."""
     t = decoder_input_tokens_BxT.shape[1]
     # Padding is read from the targets (t5x): the first decoder input is 0 (BOS = pad id).
     query_valid = (decoder_target_tokens_BxT > 0 if decoder_target_tokens_BxT is not None
@@ -278,6 +283,7 @@ class Decoder(nn.Module):
     if decoder_segment_ids is not None:
       same = decoder_segment_ids[:, None, :, None] == decoder_segment_ids[:, None, None, :]
       self_bias = jnp.where(same, self_bias, layers.MASK_VALUE)
+    if encoder_segment_ids is not None and decoder_segment_ids is not None:
       same = decoder_segment_ids[:, None, :, None] == encoder_segment_ids[:, None, None, :]
       cross_bias = jnp.where(same, cross_bias, layers.MASK_VALUE)
     positions = jnp.arange(t)
