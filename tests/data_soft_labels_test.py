@@ -6,6 +6,7 @@ the trainer reads, and the trainer runs on it. Data: a small CQA folder cut from
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -224,7 +225,9 @@ def test_one_hot_probabilities_give_the_hard_examples(small_cqa, tmp_path):
 
 
 def test_trainer_runs_two_steps_on_a_soft_curated_folder(soft_folder, small_cqa, tmp_path,
-                                                          monkeypatch):
+                                                          monkeypatch, capfd):
+  """python -m dssb.train's gin path on the folder apply --soft wrote: the task is the soft one
+  and holds more train examples than labelled rows (the unsure rows' copies)."""
   monkeypatch.setenv('DSSB_DATA_DIR', soft_folder['root'])
   monkeypatch.setenv('DSSB_CACHE_DIR', str(tmp_path / 'cache'))
   model_dir = str(tmp_path / 'run')
@@ -245,6 +248,13 @@ def test_trainer_runs_two_steps_on_a_soft_curated_folder(soft_folder, small_cqa,
   assert [r['step'] for r in records] == [1, 2]
   assert all(np.isfinite(r['label_loss']) and np.isfinite(r['rationale_loss']) for r in records)
   assert summary['last']['test']['num_examples'] == 4
+  log = capfd.readouterr().err
+  match = re.search(r'task (\S+): train (\d+)', log)
+  probs = soft_labels.read('cqa', 'train', 'soft', soft_folder['root'])
+  train_rows = splits.split_rows('cqa', {'train': N_TRAIN, 'test': N_TEST})['train'][1]
+  labelled = sum(probs[i] is not None for i in train_rows)
+  assert match and match.group(1).endswith('_soft0.05'), log[-2000:]
+  assert int(match.group(2)) > labelled, (match.group(2), labelled)
   with open(os.path.join(model_dir, 'config.gin')) as f:
     assert 'soft_labels = True' in f.read()
 
