@@ -97,6 +97,38 @@ def test_a_curated_folder_trains_a_student(nli_student):
   assert any(name.isdigit() for name in os.listdir(os.path.join(nli_student, 'checkpoints')))
 
 
+def test_rank_scores_are_each_candidates_own_teacher_forced_score(svamp_vocab):
+  """Packed rank classification (all of a row's candidates in one decoder row, rows sorted and
+  batched by length, a short last batch) = the model's own unpacked score of each candidate."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from dssb import inference  # pylint: disable=g-import-not-at-top
+  from dssb.model import T5Config, init_params, score  # pylint: disable=g-import-not-at-top
+  config = T5Config(vocab_size=384, d_model=32, num_heads=2, head_dim=16, d_ff=64,
+                    num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0)
+  # init_params' outputs are near uniform; scaled weights make the candidates' scores differ
+  params = jax.tree.map(lambda x: 2 * x, init_params(config, jax.random.PRNGKey(1)))
+  model = inference.Model(config, params, svamp_vocab, 'random tiny T5')
+  tok = inference.Tokenizer(svamp_vocab)
+  rng = np.random.RandomState(0)
+  words = ('apples Mary has 5 more than John how many did he give away each of the boxes '
+           'pencils total left after buying').split()
+  inputs = [' '.join(rng.choice(words, rng.randint(2, 40))) for _ in range(21)]
+  candidates = [[' '.join(rng.choice(words, rng.randint(1, 6))) for _ in range(rng.randint(1, 6))]
+                for _ in inputs]
+  candidates[3] = ['apples', 'apples left', 'apples left after buying']  # prefixes of each other
+  got = crossfit.rank_scores(model, inputs, candidates, batch_size=8)
+  for x, cands, scores in zip(inputs, candidates, got):
+    targets = [tok.encode(c) for c in cands]
+    dec = np.zeros((len(cands), max(map(len, targets))), np.int32)
+    for j, t in enumerate(targets):
+      dec[j, :len(t)] = t
+    enc = np.asarray([tok.encode(x)] * len(cands), np.int32)
+    want = np.asarray(score(config, params, enc, dec)).sum(-1)
+    # float32 sums in another order (packed vs alone), scores of -10 to -300 nats
+    np.testing.assert_allclose(scores, want, rtol=2e-4, atol=1e-3)
+  assert len({round(float(s), 3) for s in got[3]}) == 3  # EOS counted: a prefix is not free
+
+
 def test_rank_classification_picks_what_greedy_decoding_picks(nli_student, nli_data):
   from dssb import inference  # pylint: disable=g-import-not-at-top
   from dssb.model import generate  # pylint: disable=g-import-not-at-top

@@ -13,9 +13,9 @@ Students:
     seconds: the "student can be a simple model" case.
   - the T5 student (`t5_fold_models`): the project's trainer per fold (python -m dssb.train on a
     teacher folder written by dssb.review.curated, held-out rows left out as parse failures), then
-    `rank_scores`: each candidate label's log-probability given the input, by one
-    teacher-forced decoder pass per batch of candidate sets over one encoder pass (rank
-    classification, not decoding).
+    `rank_scores`: each candidate label's log-probability given the input (rank
+    classification, not decoding): one encoder pass per batch, each row's candidates packed
+    into one teacher-forced decoder row (results/perf/rank_classification.md).
 """
 
 import dataclasses
@@ -193,77 +193,117 @@ class PairStudent:
 
 
 def rank_scores(model, inputs: Sequence[str], candidates: Sequence[Sequence[str]],
-                batch_size: int = 32, mesh=None, rules=None, progress: bool = False):
+                batch_size: int = 32, mesh=None, rules=None, progress: bool = False,
+                timings: Optional[dict] = None):
   """Sum of target-token log-probabilities of each candidate given its input: [n] arrays.
 
-  One encoder pass per batch of inputs; then the batch's (input, candidate) pairs, grouped by
-  candidate length (a long choice does not pad the short ones), each group one teacher-forced
-  decoder pass over the encoded inputs it gathers (EOS included in each candidate's score, so a
-  candidate that is a prefix of another is not favoured). Shapes are bucketed to powers of two
-  (dssb.inference.bucket), so a handful of programs compile.
+  Each input is encoded once, and its candidates are packed end to end into ONE decoder row
+  (segment ids 1..C, inputs shifted right within each candidate): the row's cross-attention
+  keys/values are projected once for all its candidates, self-attention stays within each
+  candidate, and T5's relative position bias (key minus query position) is the same inside a
+  packed segment as alone, so each score equals the candidate's own teacher-forced score (EOS
+  included, so a candidate that is a prefix of another is not favoured). Rows are batched longest
+  input first (as evaluation decodes them), and input and packed lengths are padded to the
+  project's length buckets (input_pipeline.DEFAULT_LENGTH_BUCKETS), so few programs compile.
+  timings: if a dict, gets seconds per phase added ('tokenize', 'host', 'device').
   """
+  import time  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from dssb import inference  # pylint: disable=g-import-not-at-top
   from dssb import sharding  # pylint: disable=g-import-not-at-top
+  clock = {'tokenize': 0.0, 'host': 0.0, 'device': 0.0}
+  tick = time.perf_counter()
   tokenizer = inference.Tokenizer(model.vocab_path)
+  enc_ids = [tokenizer.encode(x) for x in inputs]
+  cand_ids = [[tokenizer.encode(c) for c in cands] for cands in candidates]
+  clock['tokenize'] += time.perf_counter() - tick
   mesh = mesh or sharding.make_mesh()
   rules = rules or sharding.logical_axis_rules()
-  encode, decode = _candidate_scorer(model.config)
-  out = []
+  score = _packed_scorer(model.config)
+  out = [np.zeros(len(c)) for c in cand_ids]
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  for start in tqdm(range(0, len(inputs), batch_size), desc='rank classification',
-                    disable=not progress):
-    batch_in = [tokenizer.encode(x) for x in inputs[start:start + batch_size]]
-    batch_cands = [[tokenizer.encode(c) for c in cands]
-                   for cands in candidates[start:start + batch_size]]
-    rows = batch_size if len(inputs) > batch_size else inference.bucket(len(batch_in), 1)
-    enc = np.zeros((rows, inference.bucket(max(map(len, batch_in)))), np.int32)
-    for i, ids in enumerate(batch_in):
-      enc[i, :len(ids)] = ids
-    scores = [np.zeros(len(c)) for c in batch_cands]
-    groups = {}
-    for i, cands in enumerate(batch_cands):
-      for j, t in enumerate(cands):
-        groups.setdefault(inference.bucket(len(t), 4), []).append((i, j, t))
+  for rows in tqdm(_packed_order(enc_ids, cand_ids, batch_size), desc='rank classification',
+                   disable=not progress):
+    tick = time.perf_counter()
+    enc, targets, dec_in, segments = _pack_rows(enc_ids, cand_ids, rows, batch_size)
+    clock['host'] += time.perf_counter() - tick
+    tick = time.perf_counter()
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      encoded = encode(model.params, enc)
-      for length, pairs in sorted(groups.items()):
-        size = inference.bucket(len(pairs), 8)
-        index = np.zeros(size, np.int32)
-        dec = np.zeros((size, length), np.int32)
-        for p, (i, _, t) in enumerate(pairs):
-          index[p], dec[p, :len(t)] = i, t
-        got = np.asarray(decode(model.params, encoded, enc, index, dec))
-        for p, (i, j, _) in enumerate(pairs):
-          scores[i][j] = got[p]
-    out.extend(scores)
+      logp = np.asarray(score(model.params, enc, dec_in, targets, segments))
+    clock['device'] += time.perf_counter() - tick
+    tick = time.perf_counter()
+    width = segments.max() + 1  # per row, the sum of each segment's token log-probabilities
+    sums = np.bincount((np.arange(len(segments))[:, None] * width + segments).ravel(),
+                       logp.ravel().astype(np.float64), len(segments) * width)
+    sums = sums.reshape(len(segments), width)
+    for r, i in enumerate(rows):
+      out[i] = sums[r, 1:len(cand_ids[i]) + 1]
+    clock['host'] += time.perf_counter() - tick
+  if timings is not None:
+    for k, v in clock.items():
+      timings[k] = timings.get(k, 0.0) + v
   return out
 
 
-@functools.lru_cache(maxsize=4)  # one compiled pair per architecture, not one per call
-def _candidate_scorer(config):
-  """(encode(params, tokens [B, L]), decode(params, encoded, tokens, row index [P],
-  targets [P, T]) -> summed log-probabilities [P]), jitted."""
+def _packed_order(enc_ids, cand_ids, batch_size: int) -> list:
+  """Batches of row indices: longest input first (as dssb.input_pipeline.eval_order), and within
+  one input length bucket longest packed candidates first, so each batch pads little on both
+  sides (input lengths pad to their bucket anyway)."""
+  from dssb import input_pipeline  # pylint: disable=g-import-not-at-top
+  buckets = np.asarray(input_pipeline.DEFAULT_LENGTH_BUCKETS)
+  enc_bucket = np.searchsorted(buckets, [len(x) for x in enc_ids])
+  dec_len = np.asarray([sum(len(t) for t in c) for c in cand_ids])
+  order = np.lexsort((-dec_len, -enc_bucket))
+  return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def _pack_rows(enc_ids, cand_ids, rows, batch_size: int):
+  """(encoder tokens, packed targets, decoder inputs, segment ids), padded to length buckets;
+  the batch dimension is batch_size (or the rows' count's power of two, for a short call)."""
+  from dssb import inference  # pylint: disable=g-import-not-at-top
+  from dssb import input_pipeline  # pylint: disable=g-import-not-at-top
+  buckets = input_pipeline.DEFAULT_LENGTH_BUCKETS
+  size = batch_size if len(rows) == batch_size else inference.bucket(len(rows), 1)
+  packed = [np.concatenate([np.asarray(t, np.int32) for t in cand_ids[i]] or
+                           [np.zeros(0, np.int32)]) for i in rows]
+  enc_len = input_pipeline.bucket_length(max(len(enc_ids[i]) for i in rows), 1 << 30, buckets)
+  dec_len = input_pipeline.bucket_length(max(max(map(len, packed)), 1), 1 << 30, buckets)
+  enc = np.zeros((size, enc_len), np.int32)
+  targets = np.zeros((size, dec_len), np.int32)
+  segments = np.zeros((size, dec_len), np.int32)
+  for r, i in enumerate(rows):
+    enc[r, :len(enc_ids[i])] = enc_ids[i]
+    targets[r, :len(packed[r])] = packed[r]
+    lengths = [len(t) for t in cand_ids[i]]
+    segments[r, :len(packed[r])] = np.repeat(np.arange(1, len(lengths) + 1), lengths)
+  # shifted right within each segment: 0 (BOS) at each candidate's first position
+  dec_in = np.zeros_like(targets)
+  same = segments[:, 1:] == segments[:, :-1]
+  dec_in[:, 1:] = np.where(same, targets[:, :-1], 0)
+  return enc, targets, dec_in, segments
+
+
+@functools.lru_cache(maxsize=4)  # one compiled function per architecture, not one per call
+def _packed_scorer(config):
+  """score(params, encoder tokens [B, L], decoder inputs, targets, segment ids [B, T]) -> per
+  target token log-probabilities [B, T] (0 at padding), jitted: one encoder pass, one packed
+  teacher-forced decoder pass."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from dssb.model import T5  # pylint: disable=g-import-not-at-top
   t5 = T5(config)
 
   @jax.jit
-  def encode(params, enc_BxL):
-    return t5.apply({'params': params}, enc_BxL, method=T5.encode)
-
-  @jax.jit
-  def decode(params, encoded_BxLxE, enc_BxL, index_P, targets_PxT):
-    inputs = jnp.pad(targets_PxT[:, :-1], ((0, 0), (1, 0)))
-    logits = t5.apply({'params': params}, encoded_BxLxE[index_P], enc_BxL[index_P], inputs,
-                      targets_PxT, method=T5.decode)
+  def score(params, enc_BxL, inputs_BxT, targets_BxT, segments_BxT):
+    encoded = t5.apply({'params': params}, enc_BxL, method=T5.encode)
+    logits = t5.apply({'params': params}, encoded, enc_BxL, inputs_BxT, targets_BxT,
+                      decoder_segment_ids=segments_BxT, method=T5.decode)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
-                               targets_PxT[..., None], -1)[..., 0]
-    return jnp.where(targets_PxT > 0, logp, 0.0).sum(-1)
+                               targets_BxT[..., None], -1)[..., 0]
+    return jnp.where(targets_BxT > 0, logp, 0.0)
 
-  return encode, decode
+  return score
 
 
 def softmax_rows(scores: Sequence[np.ndarray]) -> list:
