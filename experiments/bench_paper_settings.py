@@ -29,17 +29,23 @@ vocabulary, so the predictions compare like for like (a random model emits ids t
 decodes otherwise).
 A breakdown on the longest sorted batch times decoding 1 and 64 tokens in both frameworks.
 
-Both run in one process, restarted with glibc tunables that keep freed memory
-(dssb/host_memory.py, as `python -m dssb.train` does): without them page faults took a third
-of dssb's step and a seventh of PyTorch's here (results/perf/train_step_profile*.md).
-The cost is memory: the kept heap holds every part's and every contender's high-water mark.
-The freed memory is handed back between set-up, evaluation and training (--keep_all_freed: not),
-which does NOT bound the training part: on a reduced invocation (--rounds 1 --batches 1
---fixed_batch 1 --eval_rounds 1 --eval_limit 64, 2026-12-04, stopped in its first round) the
-peak RSS after the warm-ups was 10.5 GB (dssb bucketed), 10.5 (packed), 12.5 (official),
-18.1 (longest row: a new shape's buffers beside the others) and 18.2 GB (fixed), and 21.2 GB in
-the first round. Run it only on a machine with about 24 GB free; the result records its peak
-RSS after each part and each warm-up.
+Each part runs in a process of its own, one after another: the same-model check, the
+evaluation (both frameworks' passes in one process, so their rounds alternate as before), and
+every training contender in a fresh process per round, in the round's rotated order; each
+warms up (dssb compiles each shape; both fault the step's buffers in) before its timed pass,
+and the warm-ups are reported apart. A persistent compilation cache, one per invocation, makes
+later rounds' compiles a read. Every process is restarted with glibc tunables that keep freed
+memory (dssb/host_memory.py, as `python -m dssb.train` does): without them page faults took a
+third of dssb's step and a seventh of PyTorch's here (results/perf/train_step_profile*.md).
+Why a process per part: a kept heap holds every high-water mark its process reached. When
+every part and contender ran in one process (until 2026-12-04), handing freed memory back
+between parts (malloc_trim) did not bound training: on a reduced invocation (--rounds 1
+--batches 1 --fixed_batch 1 --eval_rounds 1 --eval_limit 64, commit 3c5a574, stopped in its
+first round) the peak RSS after the warm-ups was 10.5 GB (dssb bucketed), 10.5 (packed), 12.5
+(official), 18.1 (longest row) and 18.2 GB (fixed), and 21.2 GB in the first round; 22.8 GB
+at the documented settings (issue 22), on a 23 GB machine. Now the machine holds one part's
+memory at a time (plus this parent's, about a gigabyte): the result records each process's
+peak RSS (VmHWM) and the largest.
 
 The model is random (no pretrained weights here) and has T5's 32128 logits; the SentencePiece
 vocabulary is trained on CQA. This machine is shared with other jobs: absolute figures move with
@@ -65,6 +71,8 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -81,7 +89,7 @@ import torch
 import transformers
 
 from dssb import (checkpoints, evaluate, gin_utils, host_memory, input_pipeline, optimizers,
-                  packing, train)
+                  packing, sweep, train)
 from dssb.data import tasks
 from dssb.model import T5, generate, init_params
 
@@ -92,6 +100,8 @@ LENGTHS = {'inputs': 1024, 'targets': 256, 'rationale_inputs': 1024, 'rationale_
 BATCH, ALPHA, LR, PAPER_STEPS, DECODE_LEN, PACK_PER_ROW = 64, 0.5, 5e-5, 10000, 64, 4
 MODEL_GIN = 'gin/models/t5_1_1_small.gin'
 DEFAULT_OUT = 'results/perf/paper_settings.json'
+TRAIN_CONTENDERS = ('dssb_fixed', 'dssb_bucketed', 'dssb_packed', 'dssb_longest_row', 'official')
+TRAIN_ORDER = ('dssb_bucketed', 'dssb_packed', 'official', 'dssb_longest_row', 'dssb_fixed')
 
 
 def model_config():
@@ -232,69 +242,81 @@ class OfficialTrainer:
 # ---------------------------------------------------------------- training rounds
 
 
-def train_rounds(args, examples, config, params, model, tokenizer):
+def train_contender(args, name, examples, config, params, model, tokenizer):
+  """One training contender in this (child) process: a warm-up pass over its batches (dssb:
+  compiles each shape; both: faults the step's buffers in), reported apart, then the timed pass.
+  Returns its figures for one round."""
   batches_idx = [input_pipeline.train_indices(len(examples), s, BATCH, seed=0)
                  for s in range(args.batches)]
   fixed_idx = batches_idx[0][:args.fixed_batch]
   shape = packing.packed_shape(examples, LENGTHS, BATCH, PACK_PER_ROW, seed=0)
   makers = dssb_contenders(examples, batches_idx, fixed_idx, shape)
-  trainer = DssbTrainer(config, params)
-  official = OfficialTrainer(model, tokenizer)
-  features = [official_features(examples, idx) for idx in batches_idx]
-  work = {name: (args.fixed_batch if name == 'dssb_fixed' else BATCH * args.batches)
-          for name in makers}
-  work['official'] = BATCH * args.batches
-  filled = {name: 1 - statistics.mean(input_pipeline.padding_fraction(make())
-                                      for make in makers[name]) for name in makers}
-  filled['official'] = filled['dssb_longest_row']  # the collator pads to each longest row
-  tokens = {name: non_pad_tokens(examples, fixed_idx if name == 'dssb_fixed'
-                                 else np.concatenate(batches_idx)) for name in work}
-
-  def run_once(name):
-    start = time.perf_counter()
-    if name == 'official':
-      for f in features:
-        official.run(f)
-    else:
-      for make in makers[name]:
-        trainer.run(make(), name)
-    return time.perf_counter() - start
-
-  order = ['dssb_bucketed', 'dssb_packed', 'official', 'dssb_longest_row', 'dssb_fixed']
-  warmup, peak_rss = {}, {}
-  for name in order:  # dssb: compiles every shape
-    warmup[name] = run_once(name)
-    peak_rss[name] = host_memory.peak_rss_mib()
-  print(f'train warm-up: {warmup}; peak RSS MiB after each: {peak_rss}', flush=True)
-  rounds = []
-  for r in range(args.rounds):
-    seconds = {name: run_once(name) for name in order[r % len(order):] + order[:r % len(order)]}
-    rounds.append({name: {'seconds': s, 'examples_per_s': work[name] / s,
-                          'tokens_per_s': tokens[name] / s} for name, s in seconds.items()})
-    print(f'train round {r}: ' + ', '.join(f'{n} {v["examples_per_s"]:.2f} ex/s'
-                                           for n, v in rounds[-1].items()), flush=True)
-  out = summarize_train(rounds, trainer, warmup, work, tokens, shape, makers)
-  out['peak_rss_mib_after_warmup_of'] = peak_rss
-  for name, share in filled.items():
-    out['contenders'][name]['token_share_of_slots'] = share
+  if name == 'official':
+    official = OfficialTrainer(model, tokenizer)
+    features = [official_features(examples, idx) for idx in batches_idx]
+    run = lambda: [official.run(f) for f in features]
+  else:
+    trainer = DssbTrainer(config, params)
+    run = lambda: [trainer.run(make(), name) for make in makers[name]]
+  # The official collator pads to each sub-batch's longest row, as dssb_longest_row does.
+  slots_of = makers['dssb_longest_row' if name == 'official' else name]
+  out = {'examples': args.fixed_batch if name == 'dssb_fixed' else BATCH * args.batches,
+         'non_pad_tokens': non_pad_tokens(
+             examples, fixed_idx if name == 'dssb_fixed' else np.concatenate(batches_idx)),
+         'token_share_of_slots': 1 - statistics.mean(
+             input_pipeline.padding_fraction(make()) for make in slots_of),
+         'packed_shape': {'rows': shape.rows, 'lengths': dict(shape.lengths),
+                          'steps': len(makers['dssb_packed'])}}
+  start = time.perf_counter()
+  run()
+  out['warmup_seconds'] = time.perf_counter() - start
+  out['peak_rss_mib_after_warmup'] = host_memory.peak_rss_mib()
+  start = time.perf_counter()
+  run()
+  out['seconds'] = time.perf_counter() - start
+  if name != 'official':
+    out.update(trainer.compile_report(name))
   return out
 
 
-def summarize_train(rounds, trainer, warmup, work, tokens, shape, makers):
+def train_rounds(args, tmp):
+  """Alternating rounds, each contender a fresh child process per round (rotated order): the
+  machine holds one contender's memory at a time, and each round's figures are a cold start's
+  (the persistent compilation cache in tmp makes later rounds' compiles cheaper)."""
+  rounds = []
+  for r in range(args.rounds):
+    order = TRAIN_ORDER[r % len(TRAIN_ORDER):] + TRAIN_ORDER[:r % len(TRAIN_ORDER)]
+    figures = {name: run_child(args, name, r, tmp) for name in order}
+    rounds.append({name: dict(f, examples_per_s=f['examples'] / f['seconds'],
+                              tokens_per_s=f['non_pad_tokens'] / f['seconds'])
+                   for name, f in figures.items()})
+    print(f'train round {r}: ' + ', '.join(
+        f'{n} {v["examples_per_s"]:.2f} ex/s ({v["peak_rss_mib"] / 1024:.1f} GB)'
+        for n, v in rounds[-1].items()), flush=True)
+  return summarize_train(rounds)
+
+
+def summarize_train(rounds):
+  """Medians over rounds of each contender's figures and of its per-round ratio to official."""
   med = lambda name, key: statistics.median(r[name][key] for r in rounds)
   ratio = lambda name: statistics.median(r[name]['examples_per_s'] / r['official']['examples_per_s']
                                          for r in rounds)
-  out = {'examples_per_round': work, 'non_pad_tokens_per_round': tokens,
-         'packed_shape': {'rows': shape.rows, 'lengths': dict(shape.lengths),
-                          'steps': len(makers['dssb_packed'])},
-         'warmup_seconds': warmup, 'rounds': rounds, 'contenders': {}}
-  for name in work:
-    out['contenders'][name] = {
+  first = rounds[0]
+  out = {'examples_per_round': {name: f['examples'] for name, f in first.items()},
+         'non_pad_tokens_per_round': {name: f['non_pad_tokens'] for name, f in first.items()},
+         'packed_shape': first['official']['packed_shape'], 'rounds': rounds, 'contenders': {}}
+  for name in TRAIN_CONTENDERS:
+    c = out['contenders'][name] = {
         'median_examples_per_s': med(name, 'examples_per_s'),
         'median_non_pad_tokens_per_s': med(name, 'tokens_per_s'),
-        'median_ratio_to_official': ratio(name)}
-    if name in makers:
-      out['contenders'][name].update(trainer.compile_report(name))
+        'median_ratio_to_official': ratio(name),
+        'token_share_of_slots': first[name]['token_share_of_slots'],
+        'warmup_seconds_per_round': [r[name]['warmup_seconds'] for r in rounds],
+        'peak_rss_mib_per_round': [r[name]['peak_rss_mib'] for r in rounds]}
+    if 'compiled_shapes' in first[name]:
+      c['compiled_shapes'] = first[name]['compiled_shapes']
+      c['compile_seconds'] = first[name]['compile_seconds']  # round 0: a cold cache
+      c['compile_seconds_per_round'] = [r[name]['compile_seconds'] for r in rounds]
   return out
 
 
@@ -463,6 +485,54 @@ def run_shapes(examples):
           'token_share_of_slots': {k: tokens / v for k, v in cost.items()}}
 
 
+# ---------------------------------------------------------------- one process per part
+
+
+def run_child(args, part, round_index, tmp):
+  """Runs one part (setup, evaluation or a training contender in one round) in a fresh process:
+  this script with --child, which writes its figures and its own peak RSS to a JSON file."""
+  out = os.path.join(tmp, f'{part}_{round_index}.json')
+  cmd = [sys.executable, os.path.abspath(__file__), '--vocab', args.vocab, '--child', part,
+         '--round', str(round_index), '--child_out', out, '--compilation_cache',
+         os.path.join(tmp, 'jax_cache'), '--batches', str(args.batches), '--fixed_batch',
+         str(args.fixed_batch), '--eval_rounds', str(args.eval_rounds)]
+  if args.eval_limit:
+    cmd += ['--eval_limit', str(args.eval_limit)]
+  start = time.perf_counter()
+  proc = subprocess.run(cmd, check=False)  # its output goes to this one's
+  if proc.returncode or not os.path.exists(out):
+    raise SystemExit(f'{part} (round {round_index}) failed: exit status {proc.returncode}')
+  with open(out) as f:
+    figures = json.load(f)
+  figures['process_seconds'] = time.perf_counter() - start  # start-up and loading included
+  return figures
+
+
+def child(args):
+  """One part in this process; its figures, with this process's peak RSS, go to --child_out."""
+  sweep.use_compilation_cache(args.compilation_cache)
+  transformers.logging.set_verbosity_error()  # each process would repeat the same warnings
+  transformers.logging.disable_progress_bar()
+  torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
+  task, train_ex, valid_ex = load_cqa(args.vocab, args.eval_limit)
+  config = model_config()
+  params = init_params(config, jax.random.PRNGKey(0))  # the same weights in every process
+  with tempfile.TemporaryDirectory() as tmp:
+    tokenizer = hf_tokenizer(args.vocab, tmp)
+    model = hf_model(config, params, os.path.join(tmp, 'hf'))
+  if args.child == 'setup':
+    out = same_model_check(config, params, model, tokenizer, train_ex,
+                           input_pipeline.train_indices(len(train_ex), 0, BATCH, seed=0))
+    print(f'same model, dropout off: {out}', flush=True)
+  elif args.child == 'evaluation':
+    out = eval_rounds(args, config, params, model, tokenizer, task, valid_ex)
+  else:
+    out = train_contender(args, args.child, train_ex, config, params, model, tokenizer)
+  out['peak_rss_mib'] = host_memory.peak_rss_mib()
+  with open(args.child_out, 'w') as f:
+    json.dump(out, f)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -482,8 +552,12 @@ def parse_args():
                       help='examples per round for dssb_fixed (1024/256 padding)')
   parser.add_argument('--eval_rounds', type=int, default=2, help='full evaluation passes each')
   parser.add_argument('--eval_limit', type=int, help='first N validation examples (smoke runs)')
-  parser.add_argument('--keep_all_freed', action='store_true',
-                      help='do not hand freed memory back between parts (the old behaviour)')
+  # A child process runs one part (main() starts them): 'setup', 'evaluation' or a contender.
+  parser.add_argument('--child', choices=('setup', 'evaluation') + TRAIN_ORDER,
+                      help=argparse.SUPPRESS)
+  parser.add_argument('--round', type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument('--child_out', help=argparse.SUPPRESS)
+  parser.add_argument('--compilation_cache', help=argparse.SUPPRESS)
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--render', action='store_true',
                       help='only write the markdown summary of an existing --out JSON')
@@ -513,8 +587,7 @@ def settings_record(args, config, task, train_ex):
           'bench_paper_settings.py',
           f'--vocab {args.vocab} --rounds {args.rounds} --batches {args.batches} --fixed_batch '
           f'{args.fixed_batch} --eval_rounds {args.eval_rounds}'
-          + (f' --eval_limit {args.eval_limit}' if args.eval_limit else '')
-          + (' --keep_all_freed' if args.keep_all_freed else ''), args.out,
+          + (f' --eval_limit {args.eval_limit}' if args.eval_limit else ''), args.out,
           DEFAULT_OUT),
       'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
       'versions': {'jax': jax.__version__, 'torch': torch.__version__,
@@ -537,37 +610,41 @@ def main():
       result = json.load(f)
     perf_report.write(args.out, result, summary_lines(result), measured=False)
     return
-  # Both contenders run in this process: both keep their freed memory (dssb/host_memory.py).
+  # Every process keeps its freed memory (dssb/host_memory.py); the children inherit it.
   host_memory.restart_keeping_freed_memory()
+  if args.child:
+    child(args)
+    return
   os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-  torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
-  task, train_ex, valid_ex = load_cqa(args.vocab, args.eval_limit)
-  config = model_config()
-  params = init_params(config, jax.random.PRNGKey(0))
+  task, train_ex, _ = load_cqa(args.vocab, args.eval_limit)
+  result = settings_record(args, model_config(), task, train_ex)
+  del train_ex
   with tempfile.TemporaryDirectory() as tmp:
-    tokenizer = hf_tokenizer(args.vocab, tmp)
-    model = hf_model(config, params, os.path.join(tmp, 'hf'))
-  result = settings_record(args, config, task, train_ex)
-  result['same_model_loss_without_dropout'] = same_model_check(
-      config, params, model, tokenizer, train_ex, input_pipeline.train_indices(
-          len(train_ex), 0, BATCH, seed=0))
-  print(result['same_model_loss_without_dropout'], flush=True)
-  # The process's peak resident memory after each part: which part sets the high-water mark.
-  # Each part starts from the memory the earlier ones freed handed back (dssb/host_memory.py), so
-  # the process holds one part's high-water mark, not the sum (--keep_all_freed: not).
-  result['peak_rss_mib_after'] = {'setup': host_memory.peak_rss_mib()}
-  release = lambda: None if args.keep_all_freed else host_memory.release_freed_memory()
-  release()
-  result['evaluation'] = eval_rounds(args, config, params, model, tokenizer, task, valid_ex)
-  result['peak_rss_mib_after']['evaluation'] = host_memory.peak_rss_mib()
-  release()
-  result['train'] = train_rounds(args, train_ex, config, params, model, tokenizer)
-  result['peak_rss_mib_after']['train'] = host_memory.peak_rss_mib()
+    setup = run_child(args, 'setup', 0, tmp)
+    result['same_model_loss_without_dropout'] = {k: setup[k]
+                                                 for k in ('dssb_loss', 'official_loss')}
+    result['evaluation'] = run_child(args, 'evaluation', 0, tmp)
+    result['train'] = train_rounds(args, tmp)
+  result['peak_rss_mib'] = peak_rss_by_process(result, setup)
   result['targets'] = targets(result)
   result['load_average_at_end'] = os.getloadavg()
   with open(args.out, 'w') as f:  # first, so a summary can be rendered again (--render)
     json.dump(result, f, indent=1)
   perf_report.write(args.out, result, summary_lines(result))
+
+
+def peak_rss_by_process(result, setup):
+  """Each process's peak resident memory (VmHWM), MiB. The processes run one after another, so
+  the machine's peak for the command is at most this parent's plus the largest child's."""
+  train = {name: max(c['peak_rss_mib_per_round'])
+           for name, c in result['train']['contenders'].items()}
+  children = dict(setup=setup['peak_rss_mib'], evaluation=result['evaluation']['peak_rss_mib'],
+                  **{f'train {name}': v for name, v in train.items()})
+  largest = max(children, key=children.get)
+  parent = host_memory.peak_rss_mib()
+  return {'parent': parent, 'children': children, 'largest_child': largest,
+          'largest_process': max(parent, children[largest]),
+          'parent_plus_largest_child': parent + children[largest]}
 
 
 # issue 12's targets: (what, measured ratio's place in the result, at least)
@@ -609,9 +686,32 @@ def summary_lines(result):
   lines += ['', f"A {run['steps']}-step CQA run (batch {run['batch']}) compiles "
             f"{run['compiled_shapes']} bucketed train shapes; tokens / slots: " + ', '.join(
                 f'{k} {v:.1%}' for k, v in run['token_share_of_slots'].items())]
-  return lines + eval_lines(result) + ['', 'Targets (issue 12):'] + [
+  return (lines + eval_lines(result) + ['', 'Targets (issue 12):'] + [
       f"  {t['target']}: at least x{t['at_least']}, measured x{t['measured']:.2f}: "
       + ('met' if t['met'] else 'NOT met') for t in result['targets']]
+          + (memory_lines(result) if 'peak_rss_mib' in result else []))
+
+
+def memory_lines(result):
+  """Per-process peak RSS and the warm-ups of the fresh processes (results since 2026-12-05)."""
+  c, mem, gb = result['train']['contenders'], result['peak_rss_mib'], lambda mib: mib / 1024
+  per_round = lambda key: '; '.join(f"{name} " + ' '.join(f'{v:.0f}' for v in c[name][key])
+                                    for name in TRAIN_ORDER if key in c[name])
+  return ['', 'Each part runs in a process of its own, one after another: set-up (same-model '
+          'check), evaluation, then each train contender in a fresh process per round (rotated '
+          'order), which warms up (compiles, faults its buffers in) before its timed pass.',
+          'Warm-up s per round: ' + per_round('warmup_seconds_per_round') + '.',
+          'dssb compile s per round (a persistent compilation cache after round 0): '
+          + per_round('compile_seconds_per_round') + '.',
+          'Peak RSS (VmHWM) per process, GB: ' + ', '.join(
+              f'{name} {gb(v):.1f}' for name, v in mem['children'].items())
+          + f" (train: the largest of its rounds); this parent {gb(mem['parent']):.1f}.",
+          f"Largest process: {gb(mem['largest_process']):.1f} GB ({mem['largest_child']}); "
+          f"the command's peak is at most {gb(mem['parent_plus_largest_child']):.1f} GB (parent "
+          "+ largest child).",
+          'Before (all parts in one process, as until 2026-12-04; recorded, not measured by this '
+          'run): 21.2 GB in the first train round of a reduced invocation (commit 3c5a574), '
+          '22.8 GB at the settings above (issue 22).']
 
 
 def eval_lines(result):
