@@ -188,7 +188,8 @@ def profile_batch(model, inputs, candidates) -> dict:
   tok_ids = [tokenizer.encode(x) for x in inputs]
   cand_ids = [[tokenizer.encode(c) for c in cs] for cs in candidates]
   start = time.perf_counter()
-  _ = [tokenizer.encode(x) for x in inputs], [[tokenizer.encode(c) for c in cs] for cs in candidates]
+  _ = ([tokenizer.encode(x) for x in inputs],
+       [[tokenizer.encode(c) for c in cs] for cs in candidates])
   out['new host tokenize'] = time.perf_counter() - start
   start = time.perf_counter()
   rows = crossfit._packed_order(tok_ids, cand_ids, BATCH)[0]  # pylint: disable=protected-access
