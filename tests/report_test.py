@@ -249,8 +249,9 @@ def test_label_quality_is_rendered_from_its_report_alone(tmp_path):
                             'student_accuracy_esnli.png', 'synthetic_combiners.png'])
   for name in written:
     assert _read(tmp_path / name, 'rb') == _read(os.path.join(committed, name), 'rb'), name
+  assert 'Soft minus hard: ' in _read(tmp_path / 'README.md')  # report.json's 'soft_labels'
   report = json.loads(_read(tmp_path / 'report.json'))
-  del report['synthetic'], report['datasets']['esnli']
+  del report['synthetic'], report['datasets']['esnli'], report['soft_labels']
   for run in report['datasets']['cqa']:
     for ranking in run['flagging'].values():
       ranking.pop('0.25', None)
@@ -260,6 +261,7 @@ def test_label_quality_is_rendered_from_its_report_alone(tmp_path):
   assert dispatch.write(str(out)) == ['README.md', 'flagging_cqa.png', 'label_accuracy_cqa.png']
   readme = _read(out / 'README.md')
   assert '| ranking | 1% | 5% | 10% |\n' in readme and 'Synthetic' not in readme
+  assert 'Soft label targets' not in readme
   del report['seeds']
   (out / 'report.json').write_text(json.dumps(report))
   assert dispatch.kind_of(str(out)) is None  # not the label-quality schema: nothing to report

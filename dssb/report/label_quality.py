@@ -199,6 +199,25 @@ def _synthetic(synthetic, out):
   return lines, _save(plt, fig, out, 'synthetic_combiners.png')
 
 
+def _soft_labels(soft):
+  """README lines for experiments/label_quality_soft.py's measurements (report.json
+  'soft_labels'): the student trained on hard vs soft label-model targets."""
+  lines = ['## Soft label targets (the label model\'s probabilities as training targets)', '',
+           f"Produced by `{soft['command']}`. Setting: {soft['setting']}; {soft['pool_rows']:,} "
+           f"pool rows, {soft['test_rows']:,} test rows, seeds {soft['seeds']} (label model "
+           'seed; the PaLM-label student has no seed of its own). Student test accuracy %:', '',
+           '| training labels | student test accuracy |', '|---|---|']
+  for name, m_se in soft['student_test_accuracy'].items():
+    lines.append(f"| {name} | {_fmt((m_se['mean'], m_se['se']))} |")
+  diff = soft['soft_minus_hard']
+  delta = _fmt((diff['mean'], diff['se']))
+  verdict = ('soft helps' if diff['mean'] - 2 * diff['se'] > 0 else
+             'soft hurts' if diff['mean'] + 2 * diff['se'] < 0 else 'within noise')
+  lines += ['', f'Soft minus hard: {delta} points ({verdict}: the difference against twice its '
+            'standard error).', '']
+  return lines
+
+
 def write(folder: str, out: str) -> List[str]:
   """README.md and the PNGs in OUT from FOLDER/report.json; returns their names, sorted."""
   path = os.path.join(folder, REPORT)
@@ -214,11 +233,20 @@ def write(folder: str, out: str) -> List[str]:
            f"Produced by `{report['command']}`; tables and plots by `python -m dssb.report "
            f"results/label_quality` from its report.json. Seeds {report['seeds']}: "
            'numbers are mean +- standard error over seeds (5-fold split, random review, label '
-           'model). The reviewer is simulated by gold. Percentages.', '']
+           'model). The reviewer is simulated by gold. Percentages.', '',
+           'The real label sources are those in the multi-signal tables: PaLM-540B\'s released '
+           'outputs (one sample per row) and the heuristic labeling functions of '
+           'dssb/review/lfs.py. No open LLM runs on this machine, so no second teacher, no '
+           'samples and no narrow prompts were annotated here (`python -m dssb.review sources '
+           '--teacher/--narrow_prompt` takes them), and a T5 trained from scratch here does not '
+           'learn CQA (results/mini_repro): the synthetic benchmark at the end stands in for '
+           'sources of known accuracy.', '']
   written = ['README.md']
   for dataset, runs in report['datasets'].items():
     lines += _tables(dataset, runs)
     written += _plots(dataset, runs, out)
+  if 'soft_labels' in report:
+    lines += _soft_labels(report['soft_labels'])
   if 'synthetic' in report:
     synthetic_lines, name = _synthetic(report['synthetic'], out)
     lines += synthetic_lines
