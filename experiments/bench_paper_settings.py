@@ -45,15 +45,16 @@ first round) the peak RSS after the warm-ups was 10.5 GB (dssb bucketed), 10.5 (
 (official), 18.1 (longest row) and 18.2 GB (fixed), and 21.2 GB in the first round; 22.8 GB
 at the documented settings (issue 22), on a 23 GB machine. Now the machine holds one part's
 memory at a time plus this parent's (1.3 GB): the result records each process's peak RSS
-(VmHWM) and the largest. At the documented settings (2026-12-05, --eval_rounds 1) that is the
-official pipeline's, 11.0 GB (dssb at most 9.7 GB; results/perf/paper_settings.md). On the
+(VmHWM) and the largest. At the documented settings that was 11.0 GB (the official pipeline's;
+2026-12-05 04:29) and 15.8 GB (dssb bucketed's in one round; 08:08, paper_settings.md). On the
 reduced invocation dssb bucketed's process reached 15.4 GB (packed 7.8, longest row 9.2,
 official 11.0, fixed 5.4, evaluation 2.9 GB): a process's kept heap grows by about one
 step's XLA temporaries (6.3 GB in results/perf/grad_accum.md) on a later step, then stays
 (a throwaway script, 4 passes of the bucketed batch in one process: 9.7, 9.7, 15.9, 15.9 GB
 after each): most likely small allocations split the hole the previous step's block left, so
 the next block goes on top. A trainer process at these settings may reach the same
-(grad_accum.md's 2 steps would not show it).
+(grad_accum.md's 2 steps would not show it). experiments/bench_malloc_settings.py measures a
+setting that bounds it (large blocks mmapped, huge pages) and its cost (0.88x the step speed).
 
 The model is random (no pretrained weights here) and has T5's 32128 logits; the SentencePiece
 vocabulary is trained on CQA. This machine is shared with other jobs: absolute figures move with
