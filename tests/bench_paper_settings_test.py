@@ -70,3 +70,16 @@ def test_the_committed_result_renders_with_its_processes_peaks():
   assert any(line.startswith('dssb_packed') for line in lines)
   largest = result['peak_rss_mib']['largest_child']
   assert any(line.startswith('Largest process') and largest in line for line in lines)
+
+
+@pytest.mark.parametrize('name', ['paper_settings', 'paper_settings_default_malloc'])
+def test_committed_results_render_to_their_markdown(name, tmp_path, monkeypatch, capsys):
+  """--render writes each committed JSON's .md again, byte for byte: the older record (one
+  process, one batch decoding at a time) too."""
+  src = os.path.join(REPO, 'results', 'perf', name)
+  out = tmp_path / f'{name}.json'
+  out.write_bytes(open(src + '.json', 'rb').read())
+  monkeypatch.setattr(sys, 'argv', ['bench_paper_settings.py', '--render', '--out', str(out)])
+  bench.main()
+  capsys.readouterr()
+  assert (tmp_path / f'{name}.md').read_text() == open(src + '.md').read()
