@@ -14,6 +14,16 @@ sixth of the faults gone). So the command line starts itself again, once, with t
 its environment: the same process id, arguments and environment otherwise.
 DSSB_KEEP_FREED_MEMORY=0 turns this off.
 
+The cost of a kept heap: it only grows, and it fragments. A small block placed in the hole a
+step's large buffer left makes the next step's buffer of that size miss the hole and extend the
+heap. Stepping through three bucket shapes at the paper's settings, a trainer process held 12.9
+GB in one run and 18.6 GB in another, where glibc's default peaked at 13.7
+(results/perf/malloc_settings.md). DSSB_KEEP_FREED_MEMORY=bounded keeps the blocks under 32 MiB
+and hands larger ones back when freed, on transparent huge pages (a 2 MiB fault for 512 small
+ones): peak 13.5 GB, steps 0.87x the kept heap's speed (the default's 0.72x). The default stays
+the kept heap (the fastest, and a CPU host's memory matters mostly for CPU training); a run
+that must fit a host sets bounded.
+
 The bound: a kept heap only grows. One process that runs parts with different buffers (the
 trainer's steps and its evaluation's decoding; a benchmark's contenders, dssb's and PyTorch's)
 would keep the high-water mark of every part, plus the holes between them. So at each change
@@ -31,19 +41,37 @@ TUNABLES = ':'.join((
     'glibc.malloc.trim_threshold=1099511627776',  # never trim the heap's top (1 TiB)
     'glibc.malloc.top_pad=1073741824',  # grow the heap 1 GiB at a time
     'glibc.malloc.arena_max=1'))  # one arena: no thread's arena falls back to mmap
+# DSSB_KEEP_FREED_MEMORY=bounded: blocks of 32 MiB and more mmap'd (glibc's largest mmap
+# threshold; a larger value is ignored) and returned when freed; no top_pad, whose slack would
+# serve them before mmap is tried; the rest kept; transparent huge pages (madvise).
+BOUNDED_TUNABLES = ':'.join((
+    'glibc.malloc.mmap_threshold=33554432', 'glibc.malloc.trim_threshold=1099511627776',
+    'glibc.malloc.arena_max=1', 'glibc.malloc.hugetlb=1'))
+MODES = {'1': TUNABLES, 'bounded': BOUNDED_TUNABLES}  # DSSB_KEEP_FREED_MEMORY -> tunables
+
+
+def mode() -> str:
+  """The setting this process runs under: 'kept', 'bounded' or 'off' (glibc's default)."""
+  tunables = os.environ.get('GLIBC_TUNABLES', '')
+  if TUNABLES in tunables:
+    return 'kept'
+  return 'bounded' if BOUNDED_TUNABLES in tunables else 'off'
 
 
 def keeps_freed_memory() -> bool:
-  return TUNABLES in os.environ.get('GLIBC_TUNABLES', '')
+  return mode() != 'off'
 
 
 def restart_keeping_freed_memory() -> None:
-  """Replaces this process by itself with TUNABLES (Linux; once; not when turned off)."""
-  if (not sys.platform.startswith('linux') or keeps_freed_memory()
-      or os.environ.get('DSSB_KEEP_FREED_MEMORY', '1') == '0'):
+  """Replaces this process by itself with the tunables of DSSB_KEEP_FREED_MEMORY (default '1':
+  TUNABLES; 'bounded'; '0': none) (Linux; once)."""
+  wanted = os.environ.get('DSSB_KEEP_FREED_MEMORY', '1')
+  if wanted not in MODES and wanted != '0':
+    raise ValueError(f'DSSB_KEEP_FREED_MEMORY={wanted!r}: expected 1, bounded or 0')
+  if not sys.platform.startswith('linux') or keeps_freed_memory() or wanted == '0':
     return
   env = dict(os.environ)
-  env['GLIBC_TUNABLES'] = ':'.join(filter(None, (env.get('GLIBC_TUNABLES'), TUNABLES)))
+  env['GLIBC_TUNABLES'] = ':'.join(filter(None, (env.get('GLIBC_TUNABLES'), MODES[wanted])))
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, env)
@@ -94,5 +122,7 @@ def peak_rss_mib(children: bool = False) -> float:
 
 def report() -> dict:
   """What a benchmark or a run's summary records about host memory."""
-  return {'peak_rss_mib': peak_rss_mib(), 'keeps_freed_memory': keeps_freed_memory(),
-          'tunables': TUNABLES if keeps_freed_memory() else None}
+  kind = mode()
+  return {'peak_rss_mib': peak_rss_mib(), 'keeps_freed_memory': kind != 'off',
+          'malloc_mode': kind,
+          'tunables': {'kept': TUNABLES, 'bounded': BOUNDED_TUNABLES}.get(kind)}

@@ -9,7 +9,9 @@ from dssb import host_memory
 def command(script: str, flags: str, out: str, default_out: str) -> str:
   """The shell command that reproduces a paper-settings benchmark: its data folder, the glibc
   setting it ran under when that was not dssb's default, its flags, and --out if not default."""
-  return (('' if host_memory.keeps_freed_memory() else 'DSSB_KEEP_FREED_MEMORY=0 ')
+  prefix = {'kept': '', 'bounded': 'DSSB_KEEP_FREED_MEMORY=bounded ',
+            'off': 'DSSB_KEEP_FREED_MEMORY=0 '}[host_memory.mode()]
+  return (prefix
           + f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} python experiments/{script} "
           + flags + ('' if out == default_out else f' --out {out}'))
 
@@ -30,7 +32,9 @@ def write(out_json: str, result: dict, lines: list, measured: bool = True) -> No
     lines = list(lines) + ['', f'Peak RSS: {mem["peak_rss_mib"]:,.0f} MiB this process'
                            + (f', {mem["peak_rss_children_mib"]:,.0f} MiB its largest child'
                               if mem.get('peak_rss_children_mib') else '')
-                           + (' (glibc keeps freed memory)' if mem.get('keeps_freed_memory')
+                           + (' (glibc keeps freed blocks under 32 MiB)'
+                              if mem.get('malloc_mode') == 'bounded'
+                              else ' (glibc keeps freed memory)' if mem.get('keeps_freed_memory')
                               else '')]
   os.makedirs(os.path.dirname(out_json) or '.', exist_ok=True)
   with open(out_json, 'w') as f:

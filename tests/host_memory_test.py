@@ -83,3 +83,44 @@ def test_release_hands_kept_memory_back():
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out['keeps'], out
   assert out['kept'] - out['released'] >= 400, out  # the freed 512 MiB block went back
+
+
+# A 512 MiB block freed with a small block after it leaves a hole; an 8 MiB block (no other free
+# chunk fits it) is cut from the hole, so a second 512 MiB block no longer fits there.
+HOLE_PROBE = """
+import json
+from dssb import host_memory
+host_memory.restart_keeping_freed_memory()
+import numpy as np
+first = np.ones(1 << 26)
+after = np.ones(1 << 17)
+del first
+cut = np.ones(1 << 20)
+second = np.ones(1 << 26)
+print(json.dumps({'rss': host_memory.rss_mib(), 'report': host_memory.report()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc tunables: Linux')
+def test_bounded_mode_does_not_keep_a_missed_hole():
+  """The kept heap extends past the hole (two blocks' worth resident): the growth that took a
+  trainer process to 18.6 GB (results/perf/malloc_settings.md). bounded hands the block back."""
+  def run(setting):
+    proc = subprocess.run([sys.executable, '-c', HOLE_PROBE], capture_output=True, text=True,
+                          timeout=120, check=True,
+                          env=dict(os.environ, DSSB_KEEP_FREED_MEMORY=setting, GLIBC_TUNABLES=''))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+  kept, bounded = run('1'), run('bounded')
+  assert kept['report']['malloc_mode'] == 'kept', kept
+  assert bounded['report']['malloc_mode'] == 'bounded', bounded
+  assert bounded['report']['tunables'] == host_memory.BOUNDED_TUNABLES
+  assert kept['rss'] >= 1000, kept  # 512 MiB twice
+  assert bounded['rss'] < 800, bounded  # once
+
+
+def test_an_unknown_setting_is_refused(monkeypatch):
+  monkeypatch.setenv('DSSB_KEEP_FREED_MEMORY', 'yes')
+  monkeypatch.setenv('GLIBC_TUNABLES', '')
+  monkeypatch.setattr(os, 'execve', lambda *a: pytest.fail(f'restarted: {a}'))
+  with pytest.raises(ValueError, match='DSSB_KEEP_FREED_MEMORY'):
+    host_memory.restart_keeping_freed_memory()
