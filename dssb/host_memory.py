@@ -6,23 +6,25 @@ are freed, so every step faults its gigabytes in again, page by page. Measured o
 step-by-step batch of 64 at the paper's settings (experiments/profile_train_step.py,
 results/perf/train_step_profile*.md): 1.56 million minor page faults and 14.3 s of kernel CPU
 time (both threads) in an 18.7 s dssb step; with freed memory kept, none, and a 12.0 s step.
-The cost: the process keeps its peak heap, as tcmalloc or jemalloc would.
 
 glibc reads these settings (tunables) when a process starts. mallopt could set them later, but
 it takes an int, which caps the trim threshold at 2 GiB, below one step's buffers (measured: a
 sixth of the faults gone). So the command line starts itself again, once, with the tunables in
 its environment: the same process id, arguments and environment otherwise.
-DSSB_KEEP_FREED_MEMORY=0 turns this off.
 
-The cost of a kept heap: it only grows, and it fragments. A small block placed in the hole a
-step's large buffer left makes the next step's buffer of that size miss the hole and extend the
-heap. Stepping through three bucket shapes at the paper's settings, a trainer process held 12.9
-GB in one run and 18.6 GB in another, where glibc's default peaked at 13.7
-(results/perf/malloc_settings.md). DSSB_KEEP_FREED_MEMORY=bounded keeps the blocks under 32 MiB
-and hands larger ones back when freed, on transparent huge pages (a 2 MiB fault for 512 small
-ones): peak 13.5 GB, steps 0.87x the kept heap's speed (the default's 0.72x). The default stays
-the kept heap (the fastest, and a CPU host's memory matters mostly for CPU training); a run
-that must fit a host sets bounded.
+DSSB_KEEP_FREED_MEMORY picks the setting:
+- bounded (the default): blocks under 32 MiB kept; larger ones mmap'd and handed back when
+  freed, on transparent huge pages (one 2 MiB fault for 512 small ones).
+- 1: every freed byte kept (the heap never shrinks). The fastest CPU step, but a kept heap only
+  grows, and it fragments: a small block placed in the hole a step's large buffer left makes
+  the next step's buffer of that size miss the hole and extend the heap.
+- 0: glibc's default.
+Measured stepping through three bucket shapes at the paper's settings
+(results/perf/malloc_settings.md): the kept heap held 12.9 GB in one run and 18.6 GB in
+another; bounded peaked at 13.5 GB at 0.87x the kept heap's step speed (glibc's default 13.7 GB,
+0.72x). The paper-settings benchmark under bounded (results/perf/paper_settings_bounded.md):
+dssb's bucketed trainer peaked at 9.8 GB (15.8 GB kept), still 1.28x the official trainer's
+examples/s. Bounded is the default because a run that swaps loses far more than an eighth.
 
 The bound: a kept heap only grows. One process that runs parts with different buffers (the
 trainer's steps and its evaluation's decoding; a benchmark's contenders, dssb's and PyTorch's)
@@ -47,7 +49,8 @@ TUNABLES = ':'.join((
 BOUNDED_TUNABLES = ':'.join((
     'glibc.malloc.mmap_threshold=33554432', 'glibc.malloc.trim_threshold=1099511627776',
     'glibc.malloc.arena_max=1', 'glibc.malloc.hugetlb=1'))
-MODES = {'1': TUNABLES, 'bounded': BOUNDED_TUNABLES}  # DSSB_KEEP_FREED_MEMORY -> tunables
+MODES = {'bounded': BOUNDED_TUNABLES, '1': TUNABLES}  # DSSB_KEEP_FREED_MEMORY -> tunables
+DEFAULT = 'bounded'
 
 
 def mode() -> str:
@@ -63,11 +66,11 @@ def keeps_freed_memory() -> bool:
 
 
 def restart_keeping_freed_memory() -> None:
-  """Replaces this process by itself with the tunables of DSSB_KEEP_FREED_MEMORY (default '1':
-  TUNABLES; 'bounded'; '0': none) (Linux; once)."""
-  wanted = os.environ.get('DSSB_KEEP_FREED_MEMORY', '1')
+  """Replaces this process by itself with the tunables of DSSB_KEEP_FREED_MEMORY (default
+  'bounded': BOUNDED_TUNABLES; '1': TUNABLES; '0': none) (Linux; once)."""
+  wanted = os.environ.get('DSSB_KEEP_FREED_MEMORY') or DEFAULT
   if wanted not in MODES and wanted != '0':
-    raise ValueError(f'DSSB_KEEP_FREED_MEMORY={wanted!r}: expected 1, bounded or 0')
+    raise ValueError(f'DSSB_KEEP_FREED_MEMORY={wanted!r}: expected bounded, 1 or 0')
   if not sys.platform.startswith('linux') or keeps_freed_memory() or wanted == '0':
     return
   env = dict(os.environ)

@@ -6,7 +6,7 @@ CQA distilling step-by-step, T5 v1.1-small size (random init), global batch 64, 
 1024 inputs / 256 targets, AdamW: the trainer's own step (dssb.train.make_train_step), jitted
 with the state donated, on the run's first batch padded to its length bucket, as the trainer
 pads it. Each k runs in a process of its own (peak RSS is a high-water mark), started as
-`python -m dssb.train` starts (glibc keeps freed memory: dssb/host_memory.py). Per k:
+`python -m dssb.train` starts (glibc's setting from dssb/host_memory.py). Per k:
   - peak RSS (VmHWM) of that process after --steps steps (compile included);
   - XLA's compiled buffers for that step (arguments, outputs, temporaries);
   - the median step time.

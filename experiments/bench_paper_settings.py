@@ -35,8 +35,9 @@ every training contender in a fresh process per round, in the round's rotated or
 warms up (dssb compiles each shape; both fault the step's buffers in) before its timed pass,
 and the warm-ups are reported apart. A persistent compilation cache, one per invocation, makes
 later rounds' compiles a read. Every process is restarted with glibc tunables that keep freed
-memory (dssb/host_memory.py, as `python -m dssb.train` does): without them page faults took a
-third of dssb's step and a seventh of PyTorch's here (results/perf/train_step_profile*.md).
+memory (dssb/host_memory.py, as `python -m dssb.train` does; by default blocks under 32 MiB,
+DSSB_KEEP_FREED_MEMORY=1 all): without them page faults took a third of dssb's step and a
+seventh of PyTorch's here (results/perf/train_step_profile*.md).
 Why a process per part: a kept heap holds every high-water mark its process reached. When
 every part and contender ran in one process (until 2026-12-04), handing freed memory back
 between parts (malloc_trim) did not bound training: on a reduced invocation (--rounds 1
@@ -620,7 +621,7 @@ def main():
       result = json.load(f)
     perf_report.write(args.out, result, summary_lines(result), measured=False)
     return
-  # Every process keeps its freed memory (dssb/host_memory.py); the children inherit it.
+  # Every process keeps freed memory (dssb/host_memory.py's setting); the children inherit it.
   host_memory.restart_keeping_freed_memory()
   if args.child:
     child(args)

@@ -9,7 +9,7 @@ from dssb import host_memory
 def command(script: str, flags: str, out: str, default_out: str) -> str:
   """The shell command that reproduces a paper-settings benchmark: its data folder, the glibc
   setting it ran under when that was not dssb's default, its flags, and --out if not default."""
-  prefix = {'kept': '', 'bounded': 'DSSB_KEEP_FREED_MEMORY=bounded ',
+  prefix = {'kept': 'DSSB_KEEP_FREED_MEMORY=1 ', 'bounded': '',
             'off': 'DSSB_KEEP_FREED_MEMORY=0 '}[host_memory.mode()]
   return (prefix
           + f"DSSB_DATA_DIR={os.environ.get('DSSB_DATA_DIR', '')} python experiments/{script} "

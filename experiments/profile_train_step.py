@@ -86,7 +86,7 @@ def matmul_share(seconds, matmul_names):
 
 def main():
   args = parse_args()
-  # Both contenders run in this process: both keep their freed memory (dssb/host_memory.py).
+  # Both contenders run in this process, under one glibc setting (dssb/host_memory.py).
   host_memory.restart_keeping_freed_memory()
   torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
   _, train_ex, _ = bench.load_cqa(args.vocab, 1)
@@ -138,7 +138,7 @@ def summarize(args, lengths, rounds, xla, torch_ops):
                                      f'--vocab {args.vocab} --rounds {args.rounds}', args.out,
                                      DEFAULT_OUT),
       'machine': f'{os.cpu_count()} cores', 'load_average_at_end': os.getloadavg(),
-      'keeps_freed_memory': host_memory.keeps_freed_memory(),
+      'keeps_freed_memory': host_memory.keeps_freed_memory(), 'malloc_mode': host_memory.mode(),
       'longest_row_lengths': {k: int(v) for k, v in lengths.items()}, 'batch': bench.BATCH,
       'rounds': rounds,
       'median_step_s': {n: statistics.median(r[n] for r in rounds) for n in ('dssb', 'official')},
@@ -167,8 +167,9 @@ def summary_lines(r):
       f"Per step (median): minor page faults dssb {r['median_page_faults']['dssb']:,.0f}, "
       f"official {r['median_page_faults']['official']:,.0f}; kernel CPU time dssb "
       f"{r['median_system_cpu_s']['dssb']:.1f} s, official "
-      f"{r['median_system_cpu_s']['official']:.1f} s (glibc keeps freed memory: "
-      f"{r['keeps_freed_memory']}).",
+      f"{r['median_system_cpu_s']['official']:.1f} s ("
+      + (f"glibc setting: {r['malloc_mode']})." if 'malloc_mode' in r
+         else f"glibc keeps freed memory: {r['keeps_freed_memory']})."),
       f"dssb (XLA:CPU thread time of one step, {r['xla_thread_seconds_total']:.1f} s): matmul "
       f"fusions {100 * r['xla_matmul_share']:.0f}%; top kinds (s): "
       f"{top(r['xla_thread_seconds'], 8)}",

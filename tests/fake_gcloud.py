@@ -80,8 +80,8 @@ def preempt(root, vanish=False):
     vm['state'] = None if vanish else 'PREEMPTED'
 
 
-def kill_vm(root):
-  """SIGKILL to every process started on the VM (tests call it in `finally` too)."""
+def _vm_processes(root):
+  """Process ids started on the VM: their environment names it (a zombie's has none)."""
   marker = f'FAKE_TPU_VM={os.path.abspath(str(root))}'.encode()
   for pid in os.listdir('/proc'):
     if not pid.isdigit() or int(pid) == os.getpid():
@@ -89,8 +89,28 @@ def kill_vm(root):
     try:
       with open(f'/proc/{pid}/environ', 'rb') as f:
         if marker in f.read().split(b'\0'):
-          os.kill(int(pid), signal.SIGKILL)
-    except (OSError, ProcessLookupError):
+          yield int(pid)
+    except OSError:
+      pass
+
+
+def wait_idle(root, timeout=60):
+  """Waits until nothing runs on the VM any more (a run that failed at once still copies its
+  log on the way out); False if something still runs after timeout seconds."""
+  deadline = time.time() + timeout
+  while any(True for _ in _vm_processes(root)):
+    if time.time() > deadline:
+      return False
+    time.sleep(0.1)
+  return True
+
+
+def kill_vm(root):
+  """SIGKILL to every process started on the VM (tests call it in `finally` too)."""
+  for pid in _vm_processes(root):
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
       pass
 
 

@@ -1,4 +1,6 @@
-"""dssb.host_memory: a restarted process keeps freed memory; the default one faults it in again."""
+"""dssb.host_memory: a restarted process keeps freed memory (all of it with
+DSSB_KEEP_FREED_MEMORY=1; by default, bounded, blocks under 32 MiB); glibc's own default faults a
+freed block in again."""
 
 import json
 import os
@@ -32,7 +34,7 @@ def _probe(**env):
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc tunables: Linux')
 def test_restarted_process_reuses_freed_memory_without_page_faults():
-  kept = _probe(GLIBC_TUNABLES='')
+  kept = _probe(GLIBC_TUNABLES='', DSSB_KEEP_FREED_MEMORY='1')
   default = _probe(DSSB_KEEP_FREED_MEMORY='0')
   assert kept['kept'] and not default['kept']
   assert kept['argv'] == ['-c', 'an-arg']  # the same arguments after the restart
@@ -78,7 +80,8 @@ print(json.dumps({'kept': kept, 'released': host_memory.rss_mib(),
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc: Linux')
 def test_release_hands_kept_memory_back():
-  proc = subprocess.run([sys.executable, '-c', RELEASE_PROBE], env=dict(os.environ),
+  proc = subprocess.run([sys.executable, '-c', RELEASE_PROBE],
+                        env=dict(os.environ, GLIBC_TUNABLES='', DSSB_KEEP_FREED_MEMORY='1'),
                         capture_output=True, text=True, timeout=120, check=True)
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out['keeps'], out
@@ -110,9 +113,10 @@ def test_bounded_mode_does_not_keep_a_missed_hole():
                           timeout=120, check=True,
                           env=dict(os.environ, DSSB_KEEP_FREED_MEMORY=setting, GLIBC_TUNABLES=''))
     return json.loads(proc.stdout.strip().splitlines()[-1])
-  kept, bounded = run('1'), run('bounded')
+  kept, bounded, default = run('1'), run('bounded'), run('')
   assert kept['report']['malloc_mode'] == 'kept', kept
   assert bounded['report']['malloc_mode'] == 'bounded', bounded
+  assert default['report']['malloc_mode'] == 'bounded', default  # the default since 2026-12-05
   assert bounded['report']['tunables'] == host_memory.BOUNDED_TUNABLES
   assert kept['rss'] >= 1000, kept  # 512 MiB twice
   assert bounded['rss'] < 800, bounded  # once

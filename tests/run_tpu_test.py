@@ -109,6 +109,9 @@ def test_without_dry_run_the_same_commands_run_and_a_vm_is_reused(gcloud, tmp_pa
     assert os.path.exists(os.path.join(fake_gcloud.worker_home(root, worker), 'dssb',
                                        'run_tpu.sh'))
   (root / 'calls.jsonl').unlink()
+  # The run failed at once (no .venv on the fake workers) but its worker.sh may still be copying
+  # its log: launching now is refused ('a run is still running'), as it should be. Wait it out.
+  assert fake_gcloud.wait_idle(root, timeout=60)
   assert _run_tpu(env, *ARGS, '--', *FLAGS).returncode == 0  # the VM exists: reused
   ran = [c['args'] for c in fake_gcloud.calls(root) if 'describe' not in c['args']
          and c['args'][0] != 'storage']
