@@ -4,8 +4,10 @@ Why: XLA:CPU and PyTorch allocate a step's buffers with malloc and free them at 
 serves large blocks with mmap (threads' arenas, too) and returns them to the kernel when they
 are freed, so every step faults its gigabytes in again, page by page. Measured on a CQA
 step-by-step batch of 64 at the paper's settings (experiments/profile_train_step.py,
-results/perf/train_step_profile*.md): 1.56 million minor page faults and 14.3 s of kernel CPU
-time (both threads) in an 18.7 s dssb step; with freed memory kept, none, and a 12.0 s step.
+results/perf/train_step_profile_default_malloc.md): 1.56 million minor page faults and 14.3 s
+of kernel CPU time (both threads) in an 18.7 s dssb step; with every freed byte kept, none, and a
+12.0 s step (train_step_profile.md at commit 056b46a); bounded, the default, 3,374 faults on huge
+pages, 2.0 s of kernel time and a 12.2 s step (results/perf/train_step_profile.md).
 
 glibc reads these settings (tunables) when a process starts. mallopt could set them later, but
 it takes an int, which caps the trim threshold at 2 GiB, below one step's buffers (measured: a

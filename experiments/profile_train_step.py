@@ -10,6 +10,14 @@ PyTorch's at the same shapes. This measures how far it is and what would have to
     XLA hands to YNNPACK or its dot emitters, then the elementwise fusions);
   - PyTorch's self time per operator from torch.profiler.
 
+Each contender runs in a process of its own, fresh every round (a warm-up step, then the timed
+step; the last round's processes profile one more step), as bench_paper_settings.py runs them.
+Until 2026-12-05 both ran in this process, one after the other. Under glibc's bounded setting
+(dssb/host_memory.py) a dssb step that followed a PyTorch step took 18.1-18.5 s instead of
+12.0-12.3 s: the same ~3,900 page faults, but 12.5-13.6 s of kernel CPU time instead of 1.4-1.6
+s, the kernel compacting memory into the transparent huge pages dssb's buffers ask for. And the
+process held 17.6 GB (results/perf/train_step_profile_bounded.md, commit c16dd32).
+
   DSSB_DATA_DIR=/work/shared/dss_data python experiments/profile_train_step.py \\
       --vocab /tmp/cqa_8000.model   # the vocabulary of bench_paper_settings.py
 """
@@ -23,6 +31,8 @@ import os
 import re
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -30,7 +40,7 @@ import bench_paper_settings as bench  # sets OMP_WAIT_POLICY and silences Tensor
 import jax
 import torch
 
-from dssb import host_memory, input_pipeline
+from dssb import host_memory, input_pipeline, sweep
 from dssb.model import init_params
 
 import perf_report
@@ -39,6 +49,7 @@ import perf_report
 XLA_MATMULS = ('ynn_fusion', 'dot', 'dot_general', 'onednn_matmul')
 TORCH_MATMULS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm')
 DEFAULT_OUT = 'results/perf/train_step_profile.json'
+CONTENDERS = ('dssb', 'official')
 
 
 def parse_args():
@@ -46,6 +57,11 @@ def parse_args():
   parser.add_argument('--vocab', required=True, help='SentencePiece model trained on CQA')
   parser.add_argument('--rounds', type=int, default=5, help='alternating timed rounds')
   parser.add_argument('--out', default=DEFAULT_OUT)
+  # A child process runs one contender for one round (main() starts them).
+  parser.add_argument('--child', choices=CONTENDERS, help=argparse.SUPPRESS)
+  parser.add_argument('--profile', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--child_out', help=argparse.SUPPRESS)
+  parser.add_argument('--compilation_cache', help=argparse.SUPPRESS)
   return parser.parse_args()
 
 
@@ -72,10 +88,18 @@ def xla_op_seconds(trace_dir):
   return seconds
 
 
-def torch_op_seconds(official, features):
+def xla_step_seconds(run):
+  """{op kind: XLA:CPU thread seconds} of one dssb step."""
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      run()
+    return xla_op_seconds(trace_dir)
+
+
+def torch_op_seconds(run):
   """{operator: self CPU seconds} of one official step."""
   with torch.profiler.profile() as prof:
-    official.run(features)
+    run()
   return collections.Counter({e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()})
 
 
@@ -84,45 +108,85 @@ def matmul_share(seconds, matmul_names):
   return sum(s for name, s in seconds.items() if name in matmul_names) / total, total
 
 
-def main():
-  args = parse_args()
-  # Both contenders run in this process, under one glibc setting (dssb/host_memory.py).
-  host_memory.restart_keeping_freed_memory()
-  torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
-  _, train_ex, _ = bench.load_cqa(args.vocab, 1)
+def contender_step(name, vocab):
+  """(one train step of contender `name`, the batch's padded lengths), built in this process on
+  the run's first CQA batch of 64, padded to its own longest rows."""
+  _, train_ex, _ = bench.load_cqa(vocab, 1)
   config = bench.model_config()
-  params = init_params(config, jax.random.PRNGKey(0))
-  with tempfile.TemporaryDirectory() as tmp:
-    model = bench.hf_model(config, params, os.path.join(tmp, 'hf'))
-    tokenizer = bench.hf_tokenizer(args.vocab, tmp)
+  params = init_params(config, jax.random.PRNGKey(0))  # the same weights in every process
   idx = input_pipeline.train_indices(len(train_ex), 0, bench.BATCH, seed=0)
   lengths = input_pipeline.padded_lengths(train_ex, idx, bench.LENGTHS, range(1, 1025))
-  batch = input_pipeline.encdec_batch(train_ex, idx, lengths)
+  if name == 'dssb':
+    batch = input_pipeline.encdec_batch(train_ex, idx, lengths)
+    dssb = bench.DssbTrainer(config, params)
+    return lambda: dssb.run(batch, 'longest_row'), lengths
+  with tempfile.TemporaryDirectory() as tmp:
+    model = bench.hf_model(config, params, os.path.join(tmp, 'hf'))
+    tokenizer = bench.hf_tokenizer(vocab, tmp)
   features = bench.official_features(train_ex, idx)
-  dssb, official = bench.DssbTrainer(config, params), bench.OfficialTrainer(model, tokenizer)
-  contenders = {'dssb': lambda: dssb.run(batch, 'longest_row'),
-                'official': lambda: official.run(features)}
-  for run in contenders.values():  # compile, allocate
-    run()
-  rounds = []
-  for r in range(args.rounds):
-    seconds = {}
-    for name in sorted(contenders, reverse=bool(r % 2)):
-      before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-      contenders[name]()
-      seconds[name] = time.perf_counter() - start
-      after = resource.getrusage(resource.RUSAGE_SELF)
-      seconds[f'{name}_page_faults'] = after.ru_minflt - before.ru_minflt
-      seconds[f'{name}_system_cpu_s'] = after.ru_stime - before.ru_stime
-    rounds.append(seconds)
-    print(f'round {r}: ' + ', '.join(f'{n} {s:.2f} s' for n, s in seconds.items()
-                                     if n in contenders), flush=True)
-  with tempfile.TemporaryDirectory() as trace_dir:
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-      contenders['dssb']()
-    xla = xla_op_seconds(trace_dir)
-  torch_ops = torch_op_seconds(official, features)
-  result = summarize(args, lengths, rounds, xla, torch_ops)
+  official = bench.OfficialTrainer(model, tokenizer)
+  return lambda: official.run(features), lengths
+
+
+def child(args):
+  """One contender in this process: a warm-up step (dssb compiles; both fault their buffers
+  in), the timed step, and with --profile one more under the framework's profiler. Its figures
+  and this process's peak RSS go to --child_out."""
+  sweep.use_compilation_cache(args.compilation_cache)
+  torch.set_flush_denormal(True)  # ENVIRONMENT.md: else PyTorch T5 runs 4x slower here
+  run, lengths = contender_step(args.child, args.vocab)
+  run()
+  before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+  run()
+  seconds = time.perf_counter() - start
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  out = {'seconds': seconds, 'page_faults': after.ru_minflt - before.ru_minflt,
+         'system_cpu_s': after.ru_stime - before.ru_stime,
+         'lengths': {k: int(v) for k, v in lengths.items()}}
+  if args.profile:
+    ops = xla_step_seconds(run) if args.child == 'dssb' else torch_op_seconds(run)
+    out['op_seconds'] = dict(ops)
+  out['peak_rss_mib'] = host_memory.peak_rss_mib()
+  with open(args.child_out, 'w') as f:
+    json.dump(out, f)
+
+
+def run_child(args, name, profile, tmp):
+  """One contender's round in a fresh process (this script with --child); its figures."""
+  out = os.path.join(tmp, f'{name}.json')
+  cmd = [sys.executable, os.path.abspath(__file__), '--vocab', args.vocab, '--child', name,
+         '--child_out', out, '--compilation_cache', os.path.join(tmp, 'jax_cache')]
+  proc = subprocess.run(cmd + (['--profile'] if profile else []), check=False)
+  if proc.returncode or not os.path.exists(out):
+    raise SystemExit(f'{name} failed: exit status {proc.returncode}')
+  with open(out) as f:
+    figures = json.load(f)
+  os.remove(out)
+  return figures
+
+
+def main():
+  args = parse_args()
+  # Every process runs under dssb's glibc setting (dssb/host_memory.py); children inherit it.
+  host_memory.restart_keeping_freed_memory()
+  if args.child:
+    child(args)
+    return
+  rounds, profiles = [], {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for r in range(args.rounds):
+      figures = {}
+      for name in sorted(CONTENDERS, reverse=bool(r % 2)):
+        got = run_child(args, name, r == args.rounds - 1, tmp)
+        profiles[name] = got.pop('op_seconds', None)
+        lengths = got.pop('lengths')
+        figures[name] = got.pop('seconds')
+        figures.update({f'{name}_{k}': v for k, v in got.items()})
+      rounds.append(figures)
+      print(f'round {r}: ' + ', '.join(f'{n} {figures[n]:.2f} s' for n in CONTENDERS),
+            flush=True)
+  result = summarize(args, lengths, rounds, collections.Counter(profiles['dssb']),
+                     collections.Counter(profiles['official']))
   perf_report.write(args.out, result, summary_lines(result))
 
 
@@ -147,6 +211,9 @@ def summarize(args, lengths, rounds, xla, torch_ops):
                              for n in ('dssb', 'official')},
       'median_system_cpu_s': {n: statistics.median(r[f'{n}_system_cpu_s'] for r in rounds)
                               for n in ('dssb', 'official')},
+      'process_per_contender': True,
+      'peak_rss_mib_by_process': {n: max(r[f'{n}_peak_rss_mib'] for r in rounds)
+                                  for n in ('dssb', 'official')},
       'dssb_speed_vs_official': ratio,
       'xla_thread_seconds': dict(xla.most_common()), 'xla_matmul_share': xla_share,
       'xla_thread_seconds_total': xla_total,
@@ -160,7 +227,11 @@ def summary_lines(r):
   return [
       f"CQA step-by-step, one batch of {r['batch']} padded to its longest rows "
       f"{r['longest_row_lengths']}, T5 v1.1-small size, random init; {len(r['rounds'])} "
-      f"alternating rounds; {r['machine']}, load {r['load_average_at_end'][0]:.1f} at the end.",
+      f"alternating rounds; {r['machine']}, load {r['load_average_at_end'][0]:.1f} at the end."
+      + (" Each contender in a fresh process per round; peak RSS per process: dssb "
+         f"{r['peak_rss_mib_by_process']['dssb'] / 1024:.1f} GB, official "
+         f"{r['peak_rss_mib_by_process']['official'] / 1024:.1f} GB (the largest of its rounds)."
+         if r.get('process_per_contender') else ' Both in one process.'),
       f"Median step: dssb {r['median_step_s']['dssb']:.2f} s, official PyTorch "
       f"{r['median_step_s']['official']:.2f} s: dssb runs x{r['dssb_speed_vs_official']:.2f} "
       'the official step at the same shapes.',
