@@ -38,7 +38,6 @@ dssb.import_tensorflow_quietly()
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dssb import gin_utils, host_memory, input_pipeline, optimizers, train
 from dssb.data import tasks

@@ -28,6 +28,8 @@ goes first (the order reverses every round). Both sides' ids are decoded to text
 vocabulary, so the predictions compare like for like (a random model emits ids the HF tokenizer
 decodes otherwise).
 A breakdown on the longest sorted batch times decoding 1 and 64 tokens in both frameworks.
+The evaluation part lives in paper_settings_eval.py; the settings, data and both models, which
+the profilers share, in paper_settings_setup.py; the .md's text in paper_settings_summary.py.
 
 Each part runs in a process of its own, one after another: the same-model check, the
 evaluation (both frameworks' passes in one process, so their rounds alternate as before), and
@@ -72,57 +74,36 @@ import argparse
 import json
 import os
 
-# PyTorch's OpenMP threads spin while they wait; on this shared machine (other jobs on the same 2
-# cores) that made HF generate 2-5x and a forward pass 1.8x slower than with passive waiting
-# (measured here). The official pipeline gets the setting that is best for it here.
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
+# The shared settings, data and models; importing it first sets OMP_WAIT_POLICY and silences
+# TensorFlow before torch and seqio load.
+from paper_settings_setup import (ALPHA, BATCH, LENGTHS, LR, PACK_PER_ROW, PAPER_STEPS,
+                                  hf_model, hf_tokenizer, load_cqa, model_config, non_pad_tokens,
+                                  official_collate, official_features)
+# pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-import dssb
-
-dssb.import_tensorflow_quietly()
-
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
-import seqio
 import torch
 import transformers
 
-from dssb import (checkpoints, evaluate, gin_utils, host_memory, input_pipeline, optimizers,
-                  packing, sweep, train)
-from dssb.data import tasks
-from dssb.model import T5, generate, init_params
+from dssb import host_memory, input_pipeline, optimizers, packing, sweep, train
+from dssb.model import T5, init_params
 
 import perf_report
+from paper_settings_eval import eval_rounds
 from paper_settings_summary import summary_lines
-# pylint: enable=g-import-not-at-top,wrong-import-position
+# pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
-LENGTHS = {'inputs': 1024, 'targets': 256, 'rationale_inputs': 1024, 'rationale_targets': 256}
-BATCH, ALPHA, LR, PAPER_STEPS, DECODE_LEN, PACK_PER_ROW = 64, 0.5, 5e-5, 10000, 64, 4
-MODEL_GIN = 'gin/models/t5_1_1_small.gin'
 DEFAULT_OUT = 'results/perf/paper_settings.json'
 TRAIN_CONTENDERS = ('dssb_fixed', 'dssb_bucketed', 'dssb_packed', 'dssb_longest_row', 'official')
 TRAIN_ORDER = ('dssb_bucketed', 'dssb_packed', 'official', 'dssb_longest_row', 'dssb_fixed')
-
-
-def model_config():
-  gin.clear_config()
-  gin_utils.parse_gin([MODEL_GIN])
-  return gin.query_parameter('%MODEL_CONFIG').scoped_configurable_fn()
-
-
-def non_pad_tokens(examples, indices):
-  return int(sum(examples.lengths[k][indices].sum() for k in LENGTHS))
 
 
 # ---------------------------------------------------------------- dssb training
@@ -176,16 +157,6 @@ def dssb_contenders(examples, batches_idx, fixed_idx, shape):
 # ---------------------------------------------------------------- the official pipeline
 
 
-def hf_model(config, params, tmp):
-  from transformers import T5ForConditionalGeneration  # pylint: disable=g-import-not-at-top
-  checkpoints.export_hf(config, params, tmp)
-  model = T5ForConditionalGeneration.from_pretrained(tmp)
-  # transformers 5 reports tie_word_embeddings=True for T5 but keeps a different lm_head untied.
-  assert model.lm_head.weight.data_ptr() != model.shared.weight.data_ptr()
-  assert model.config.dropout_rate == config.dropout_rate
-  return model
-
-
 def same_model_check(config, params, model, tokenizer, examples, idx):
   """Both pipelines' step-by-step loss on one batch with dropout off: the same function."""
   from transformers import DataCollatorForSeq2Seq  # pylint: disable=g-import-not-at-top
@@ -200,31 +171,6 @@ def same_model_check(config, params, model, tokenizer, examples, idx):
     theirs = float(ALPHA * model(**inputs['pred']).loss
                    + (1 - ALPHA) * model(**inputs['expl']).loss)
   return {'dssb_loss': ours, 'official_loss': theirs}
-
-
-def official_features(examples, indices):
-  """The official run.py's tokenised features of these examples (the same ids as dssb's); the
-  'expl_*' and 'aux_labels' ones where the split has rationales."""
-  tok = lambda key, i: examples.tokens[key][i].tolist()
-  out = []
-  for i in indices:
-    f = {'input_ids': tok('inputs', i), 'attention_mask': [1] * len(tok('inputs', i)),
-         'labels': tok('targets', i)}
-    if 'rationale_inputs' in examples.tokens:
-      f.update(expl_input_ids=tok('rationale_inputs', i),
-               expl_attention_mask=[1] * len(tok('rationale_inputs', i)),
-               aux_labels=tok('rationale_targets', i))
-    out.append(f)
-  return out
-
-
-def official_collate(collator, features):
-  """run.py's TaskPrefixDataCollator: the 'predict' and the 'explain' features, each padded
-  by DataCollatorForSeq2Seq to its own longest row (labels with -100)."""
-  pred = [{k: f[k] for k in ('input_ids', 'attention_mask', 'labels')} for f in features]
-  expl = [{'input_ids': f['expl_input_ids'], 'attention_mask': f['expl_attention_mask'],
-           'labels': f['aux_labels']} for f in features]
-  return {'pred': collator(pred), 'expl': collator(expl)}
 
 
 class OfficialTrainer:
@@ -331,150 +277,6 @@ def summarize_train(rounds):
   return out
 
 
-# ---------------------------------------------------------------- evaluation
-
-
-def dssb_eval_pass(config, params, task, examples, batches_in_flight=None):
-  """dssb's evaluation as the trainer runs it (None: its default, 2 batches at once here)."""
-  decode = lambda p, enc: generate(config, p, enc, DECODE_LEN)
-  start = time.perf_counter()
-  predictions, targets, _ = evaluate.predict(decode, params, examples, task, LENGTHS, BATCH,
-                                             jnp.asarray, batches_in_flight=batches_in_flight)
-  return time.perf_counter() - start, predictions, targets
-
-
-def official_eval_pass(model, tokenizer, task, examples, with_loss):
-  """Seq2SeqTrainer.evaluate as run.py sets it up: batches of 64 in order, the collator, then
-  generate (and, with_loss, the teacher-forced forward it runs for the eval loss)."""
-  from transformers import DataCollatorForSeq2Seq  # pylint: disable=g-import-not-at-top
-  collator = DataCollatorForSeq2Seq(tokenizer=tokenizer, model=model)
-  # The task's vocabulary turns the ids into text, as dssb does: the HF tokenizer and seqio
-  # decode ids above the pieces (a random model's) differently, and the decode is not timed work.
-  vocab = task.output_features['targets'].vocabulary
-  features = official_features(examples, np.arange(len(examples)))
-  start = time.perf_counter()
-  predictions = []
-  with torch.no_grad():
-    for i in range(0, len(features), BATCH):
-      pred = collator([{k: f[k] for k in ('input_ids', 'attention_mask', 'labels')}
-                       for f in features[i:i + BATCH]])
-      if with_loss:
-        model(**pred)
-        continue
-      out = model.generate(input_ids=pred['input_ids'], attention_mask=pred['attention_mask'],
-                           max_new_tokens=DECODE_LEN, do_sample=False, num_beams=1)
-      predictions += [task.postprocess_fn(vocab.decode(_until_eos(row[1:])), example=None,
-                                          is_target=False) for row in out.tolist()]
-  return time.perf_counter() - start, predictions
-
-
-def _until_eos(ids):
-  return ids[:ids.index(1)] if 1 in ids else ids
-
-
-def eval_input_slots(examples):
-  """Encoder input slots per scheme: dssb's sorted bucketed batches (their bucket lengths) and
-  the official in-order batches padded to their longest row; and the tokens they hold."""
-  lengths = examples.lengths['inputs']
-  order = input_pipeline.eval_order(examples, len(examples), True)
-  buckets = [input_pipeline.bucket_length(int(lengths[order[i:i + BATCH]].max()),
-                                          LENGTHS['inputs'], input_pipeline.DEFAULT_LENGTH_BUCKETS)
-             for i in range(0, len(order), BATCH)]
-  longest = [int(lengths[i:i + BATCH].max()) for i in range(0, len(lengths), BATCH)]
-  return {'tokens': int(lengths.sum()), 'dssb_bucket_lengths': buckets,
-          'dssb_slots': BATCH * sum(buckets), 'official_slots': BATCH * sum(longest),
-          'fixed_slots': BATCH * len(buckets) * LENGTHS['inputs']}
-
-
-def warm_dssb_decode(config, params, bucket_lengths):
-  """Compiles dssb's decoding once per input bucket (a [BATCH, L] batch of each), untimed in
-  the rounds; returns the seconds (compile plus one decode per shape)."""
-  start = time.perf_counter()
-  for length in sorted(set(bucket_lengths)):
-    tokens = np.ones((BATCH, length), np.int32) * 5
-    np.asarray(generate(config, params, jnp.asarray(tokens), DECODE_LEN))
-  return time.perf_counter() - start
-
-
-def longest_eval_batch(examples):
-  """The encoder tokens of the first (longest) batch of the sorted, bucketed evaluation order."""
-  order = input_pipeline.eval_order(examples, len(examples), True)[:BATCH]
-  batch = input_pipeline.encdec_batch(examples, order, input_pipeline.padded_lengths(
-      examples, order, LENGTHS, input_pipeline.DEFAULT_LENGTH_BUCKETS))
-  return batch['label']['encoder_input_tokens']
-
-
-def decode_breakdown(config, params, model, examples):
-  """Where an eval batch's time goes: both frameworks on the longest sorted batch, decoding 1
-  token (encoder + one step) and DECODE_LEN tokens; per step = the difference / (DECODE_LEN-1)."""
-  enc = longest_eval_batch(examples)
-  enc_pt = torch.tensor(enc, dtype=torch.long)
-  out = {'batch_shape': list(enc.shape)}
-  for n in (1, DECODE_LEN):
-    np.asarray(generate(config, params, jnp.asarray(enc), n))  # compile
-    start = time.perf_counter()
-    np.asarray(generate(config, params, jnp.asarray(enc), n))
-    out[f'dssb_{n}_tokens_s'] = time.perf_counter() - start
-    with torch.no_grad():
-      start = time.perf_counter()
-      model.generate(input_ids=enc_pt, attention_mask=(enc_pt > 0).long(), max_new_tokens=n,
-                     min_new_tokens=n, do_sample=False, num_beams=1)
-      out[f'official_{n}_tokens_s'] = time.perf_counter() - start
-  for who in ('dssb', 'official'):
-    out[f'{who}_per_step_ms'] = 1000 * (out[f'{who}_{DECODE_LEN}_tokens_s']
-                                        - out[f'{who}_1_tokens_s']) / (DECODE_LEN - 1)
-  return out
-
-
-def eval_rounds(args, config, params, model, tokenizer, task, examples):
-  """Full evaluation passes: dssb (its default), dssb one batch at a time and the official one,
-  alternating (the order reverses every round)."""
-  model.eval()
-  slots = eval_input_slots(examples)
-  warm_s = warm_dssb_decode(config, params, slots['dssb_bucket_lengths'])
-  print(f'eval: dssb decode warm-up (compile per bucket) {warm_s:.0f} s', flush=True)
-  rounds = []
-  for r in range(args.eval_rounds):
-    passes = {}
-    for who in ('dssb', 'dssb_one_batch', 'official')[::1 if r % 2 == 0 else -1]:
-      if who == 'dssb':
-        passes['dssb_s'], ours, gold = dssb_eval_pass(config, params, task, examples)
-      elif who == 'dssb_one_batch':
-        passes['dssb_one_batch_s'], ours_one, _ = dssb_eval_pass(config, params, task,
-                                                                 examples, batches_in_flight=1)
-      else:
-        passes['official_generate_s'], theirs = official_eval_pass(model, tokenizer, task,
-                                                                   examples, False)
-    passes['speedup'] = passes['official_generate_s'] / passes['dssb_s']
-    passes['speedup_one_batch'] = passes['official_generate_s'] / passes['dssb_one_batch_s']
-    passes['same_predictions_one_batch'] = ours_one == ours
-    rounds.append(passes)
-    print(f"eval round {r}: dssb {passes['dssb_s']:.1f} s, one batch at a time "
-          f"{passes['dssb_one_batch_s']:.1f} s, official generate "
-          f"{passes['official_generate_s']:.1f} s", flush=True)
-  loss_s = official_eval_pass(model, tokenizer, task, examples, True)[0]
-  breakdown = decode_breakdown(config, params, model, examples)
-  print(f'eval breakdown: {breakdown}', flush=True)
-  metric = task.predict_metric_fns[0]
-  return {
-      'examples': len(examples), 'batch': BATCH, 'decode_tokens': DECODE_LEN,
-      'input_slots': slots, 'dssb_warmup_s': warm_s, 'breakdown': breakdown,
-      'official_eval_loss_forward_s': loss_s,
-      # Seq2SeqTrainer.evaluate runs generate and the eval-loss forward on every batch.
-      'speedup_vs_official_evaluate': (
-          statistics.median(r['official_generate_s'] for r in rounds) + loss_s)
-                                      / statistics.median(r['dssb_s'] for r in rounds),
-      'same_predictions_fraction': float(np.mean([a == b for a, b in zip(ours, theirs)])),
-      'accuracy': {'dssb': metric(gold, ours), 'official': metric(gold, theirs)},
-      'median_dssb_s': statistics.median(r['dssb_s'] for r in rounds),
-      'median_official_generate_s': statistics.median(r['official_generate_s'] for r in rounds),
-      'median_speedup': statistics.median(r['speedup'] for r in rounds),
-      'batches_in_flight': evaluate.default_batches_in_flight(),
-      'median_dssb_one_batch_s': statistics.median(r['dssb_one_batch_s'] for r in rounds),
-      'median_speedup_one_batch': statistics.median(r['speedup_one_batch'] for r in rounds),
-      'rounds': rounds}
-
-
 # ---------------------------------------------------------------- a real run's shapes
 
 
@@ -547,12 +349,6 @@ def child(args):
 # ---------------------------------------------------------------- main
 
 
-def hf_tokenizer(vocab_path, tmp):
-  from transformers import T5Tokenizer  # pylint: disable=g-import-not-at-top
-  shutil.copy(vocab_path, os.path.join(tmp, 'spiece.model'))
-  return T5Tokenizer.from_pretrained(tmp, extra_ids=0)
-
-
 def parse_args():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -576,19 +372,6 @@ def parse_args():
   if not args.render and not args.vocab:
     parser.error('--vocab is required (python -m dssb.data train_vocab --dataset cqa ...)')
   return args
-
-
-def load_cqa(vocab, eval_limit):
-  """(task, train examples, validation examples) of CQA step-by-step at LENGTHS."""
-  name = tasks.get_task_name('cqa', 'step_by_step', vocab_path=vocab)
-  task = seqio.get_mixture_or_task(name)
-  train_ex = input_pipeline.load_examples(name, 'train', LENGTHS)
-  valid_ex = input_pipeline.load_examples(name, 'validation', LENGTHS)
-  if eval_limit:
-    valid_ex = input_pipeline.Examples({k: v[:eval_limit] for k, v in valid_ex.tokens.items()},
-                                       {k: v[:eval_limit] for k, v in valid_ex.texts.items()},
-                                       valid_ex.truncated)
-  return task, train_ex, valid_ex
 
 
 def settings_record(args, config, task, train_ex):

@@ -4,7 +4,7 @@ this CPU sets: the longest sorted CQA validation batch (64 rows), 64 decoded tok
 Why: issue 12 asks the evaluation pass at 2x Hugging Face generate; paper_settings.md measures
 about 1.8x, and three quarters of dssb's pass is decoding steps. This says whether the step has
 slack left on this machine:
-  - dssb's and HF's step time (bench_paper_settings.decode_breakdown);
+  - dssb's and HF's step time (paper_settings_eval.decode_breakdown);
   - dssb's XLA:CPU thread time per step by kind, from a jax.profiler trace: matrix
     multiplications (YNNPACK fusions; the logits projection apart), the attention's batched dots,
     everything else;
@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 
-import bench_paper_settings as bench  # sets OMP_WAIT_POLICY and silences TensorFlow first
+import paper_settings_setup as setup  # sets OMP_WAIT_POLICY and silences TensorFlow first
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +32,7 @@ import numpy as np
 from dssb import host_memory
 from dssb.model import generate, init_params
 
+import paper_settings_eval
 import perf_report
 import profile_train_step
 
@@ -105,23 +106,23 @@ def cross_cache_read_ms(config, batch, length, iterations=32):
 def main():
   args = parse_args()
   host_memory.restart_keeping_freed_memory()
-  _, _, valid_ex = bench.load_cqa(args.vocab, None)
-  config = bench.model_config()
+  _, _, valid_ex = setup.load_cqa(args.vocab, None)
+  config = setup.model_config()
   params = init_params(config, jax.random.PRNGKey(0))
   with tempfile.TemporaryDirectory() as tmp:
-    model = bench.hf_model(config, params, os.path.join(tmp, 'hf'))
+    model = setup.hf_model(config, params, os.path.join(tmp, 'hf'))
   model.eval()
-  breakdown = bench.decode_breakdown(config, params, model, valid_ex)
-  enc = jnp.asarray(bench.longest_eval_batch(valid_ex))
-  step_ms = step_ops_ms(config, params, enc, bench.DECODE_LEN)
+  breakdown = paper_settings_eval.decode_breakdown(config, params, model, valid_ex)
+  enc = jnp.asarray(paper_settings_eval.longest_eval_batch(valid_ex))
+  step_ms = step_ops_ms(config, params, enc, setup.DECODE_LEN)
   kernel = params['decoder']['logits_dense']['kernel']
-  x = jnp.ones((bench.BATCH, config.d_model))
+  x = jnp.ones((setup.BATCH, config.d_model))
   result = {
       'command': perf_report.command('profile_decode_step.py', f'--vocab {args.vocab}', args.out,
                                      DEFAULT_OUT),
       'machine': f'{os.cpu_count()} cores',
       'keeps_freed_memory': host_memory.keeps_freed_memory(),
-      'batch_shape': breakdown['batch_shape'], 'decode_tokens': bench.DECODE_LEN,
+      'batch_shape': breakdown['batch_shape'], 'decode_tokens': setup.DECODE_LEN,
       'breakdown': breakdown,
       'dssb_thread_ms_per_step': by_kind(step_ms),
       'dssb_thread_ms_per_step_total': sum(step_ms.values()),

@@ -1,5 +1,6 @@
 """experiments/bench_paper_settings.py's bookkeeping of its processes: the per-round figures that
-each child writes become medians, ratios and per-process peak RSS; the committed result renders.
+each child writes become medians, ratios and per-process peak RSS; the committed result renders;
+and the pure parts of its evaluation module and of profile_decode_step.py.
 
 The children themselves run T5 v1.1-small at 1024/256 tokens (minutes each), so no test starts
 one; the figures here stand in for what they write (the keys of train_contender's result).
@@ -10,6 +11,7 @@ import os
 import statistics
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,3 +85,35 @@ def test_committed_results_render_to_their_markdown(name, tmp_path, monkeypatch,
   bench.main()
   capsys.readouterr()
   assert (tmp_path / f'{name}.md').read_text() == open(src + '.md').read()
+
+
+def test_eval_slots_sort_into_buckets_and_official_pads_in_order():
+  """paper_settings_eval.eval_input_slots: dssb's batches are the inputs sorted longest first,
+  each padded to its bucket; the official batches keep the order and pad to their longest row."""
+  evaluation = pytest.importorskip('paper_settings_eval')
+  from dssb import input_pipeline  # pylint: disable=g-import-not-at-top
+  batch = evaluation.BATCH
+  # Batch 0 in order: one 100-token row among 3-token rows; batch 1: 3-token rows and one of 9.
+  lengths = [100] + [3] * (batch - 1) + [9] + [3] * (batch - 1)
+  examples = input_pipeline.Examples({'inputs': [np.ones(n, np.int32) for n in lengths]}, {}, {})
+  slots = evaluation.eval_input_slots(examples)
+  bucket_100 = input_pipeline.bucket_length(100, 1024, input_pipeline.DEFAULT_LENGTH_BUCKETS)
+  assert bucket_100 >= 100
+  # Sorted: the 100 and the 9 come first together; the second batch holds only 3-token rows.
+  assert slots['dssb_bucket_lengths'] == [bucket_100, 8]
+  assert slots['dssb_slots'] == batch * (bucket_100 + 8)
+  assert slots['official_slots'] == batch * (100 + 9)
+  assert slots['fixed_slots'] == 2 * batch * 1024
+  assert slots['tokens'] == sum(lengths)
+
+
+def test_decode_profile_splits_thread_time_by_kind():
+  """profile_decode_step.by_kind: the largest YNNPACK fusion is the logits projection, the other
+  matmuls, the attention's dots and the rest apart; no millisecond lost or counted twice."""
+  profile = pytest.importorskip('profile_decode_step')
+  step_ms = {'ynn_fusion.3': 12.0, 'ynn_fusion.7': 2.0, 'onednn_matmul': 1.5, 'dot.2': 3.0,
+             'dot_general': 0.5, 'fusion.11': 0.75, 'reduce': 0.25}
+  kinds = profile.by_kind(step_ms)
+  assert kinds == {'logits projection': 12.0, 'other matmuls': 3.5, 'attention dots': 3.5,
+                   'rest': 1.0}
+  assert list(kinds.values()) == sorted(kinds.values(), reverse=True)  # largest first
