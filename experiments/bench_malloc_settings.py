@@ -57,7 +57,11 @@ def parse_args():
   parser.add_argument('--compilation_cache', help=argparse.SUPPRESS)
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--render', action='store_true', help='the .md again from --out (JSON)')
-  return parser.parse_args()
+  args = parser.parse_args()
+  if args.steps < 2 and not args.render:
+    parser.error(f'--steps {args.steps}: at least 2 (the first pass over the shapes compiles and '
+                 'is not timed)')
+  return args
 
 
 def batch_cycle(examples, shapes, batch_size, feature_lengths):
@@ -79,14 +83,15 @@ def batch_cycle(examples, shapes, batch_size, feature_lengths):
 def child(args):
   """--steps passes over the shapes' batches here (the first compiles); one JSON line out."""
   import bench_paper_settings as bench  # pylint: disable=import-outside-toplevel
+  import paper_settings_setup as setup  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from dssb import sweep  # pylint: disable=import-outside-toplevel
   from dssb.model import init_params  # pylint: disable=import-outside-toplevel
   sweep.use_compilation_cache(args.compilation_cache)
-  _, examples, _ = bench.load_cqa(args.vocab, 8)
-  config = bench.model_config()
+  _, examples, _ = setup.load_cqa(args.vocab, 8)
+  config = setup.model_config()
   trainer = bench.DssbTrainer(config, init_params(config, jax.random.PRNGKey(0)))
-  cycle = batch_cycle(examples, args.shapes, bench.BATCH, bench.LENGTHS)
+  cycle = batch_cycle(examples, args.shapes, setup.BATCH, setup.LENGTHS)
   steps = []
   for step in range(args.steps * len(cycle)):
     idx, lengths = cycle[step % len(cycle)]

@@ -36,7 +36,8 @@ import sys
 import tempfile
 import time
 
-import bench_paper_settings as bench  # sets OMP_WAIT_POLICY and silences TensorFlow first
+import paper_settings_setup as setup  # sets OMP_WAIT_POLICY and silences TensorFlow first
+import bench_paper_settings as bench  # pylint: disable=g-bad-import-order
 import jax
 import torch
 
@@ -111,19 +112,19 @@ def matmul_share(seconds, matmul_names):
 def contender_step(name, vocab):
   """(one train step of contender `name`, the batch's padded lengths), built in this process on
   the run's first CQA batch of 64, padded to its own longest rows."""
-  _, train_ex, _ = bench.load_cqa(vocab, 1)
-  config = bench.model_config()
+  _, train_ex, _ = setup.load_cqa(vocab, 1)
+  config = setup.model_config()
   params = init_params(config, jax.random.PRNGKey(0))  # the same weights in every process
-  idx = input_pipeline.train_indices(len(train_ex), 0, bench.BATCH, seed=0)
-  lengths = input_pipeline.padded_lengths(train_ex, idx, bench.LENGTHS, range(1, 1025))
+  idx = input_pipeline.train_indices(len(train_ex), 0, setup.BATCH, seed=0)
+  lengths = input_pipeline.padded_lengths(train_ex, idx, setup.LENGTHS, range(1, 1025))
   if name == 'dssb':
     batch = input_pipeline.encdec_batch(train_ex, idx, lengths)
     dssb = bench.DssbTrainer(config, params)
     return lambda: dssb.run(batch, 'longest_row'), lengths
   with tempfile.TemporaryDirectory() as tmp:
-    model = bench.hf_model(config, params, os.path.join(tmp, 'hf'))
-    tokenizer = bench.hf_tokenizer(vocab, tmp)
-  features = bench.official_features(train_ex, idx)
+    model = setup.hf_model(config, params, os.path.join(tmp, 'hf'))
+    tokenizer = setup.hf_tokenizer(vocab, tmp)
+  features = setup.official_features(train_ex, idx)
   official = bench.OfficialTrainer(model, tokenizer)
   return lambda: official.run(features), lengths
 
@@ -203,7 +204,7 @@ def summarize(args, lengths, rounds, xla, torch_ops):
                                      DEFAULT_OUT),
       'machine': f'{os.cpu_count()} cores', 'load_average_at_end': os.getloadavg(),
       'keeps_freed_memory': host_memory.keeps_freed_memory(), 'malloc_mode': host_memory.mode(),
-      'longest_row_lengths': {k: int(v) for k, v in lengths.items()}, 'batch': bench.BATCH,
+      'longest_row_lengths': {k: int(v) for k, v in lengths.items()}, 'batch': setup.BATCH,
       'rounds': rounds,
       'median_step_s': {n: statistics.median(r[n] for r in rounds) for n in ('dssb', 'official')},
       # Minor page faults and kernel CPU time per step: what dssb/host_memory.py is about.

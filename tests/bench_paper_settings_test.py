@@ -117,3 +117,18 @@ def test_decode_profile_splits_thread_time_by_kind():
   assert kinds == {'logits projection': 12.0, 'other matmuls': 3.5, 'attention dots': 3.5,
                    'rest': 1.0}
   assert list(kinds.values()) == sorted(kinds.values(), reverse=True)  # largest first
+
+
+def test_malloc_benchmark_refuses_too_few_steps_before_any_run(monkeypatch, capsys):
+  """bench_malloc_settings.py times the passes after the first (which compiles): --steps 1 would
+  run every setting's process for minutes and then fail on no timed step; it is refused first."""
+  malloc = pytest.importorskip('bench_malloc_settings')
+  monkeypatch.setattr(sys, 'argv', ['bench_malloc_settings.py', '--vocab', 'v.model',
+                                    '--steps', '1'])
+  with pytest.raises(SystemExit) as exit_info:
+    malloc.parse_args()
+  assert exit_info.value.code == 2
+  assert '--steps 1: at least 2' in capsys.readouterr().err
+  monkeypatch.setattr(sys, 'argv', ['bench_malloc_settings.py', '--vocab', 'v.model',
+                                    '--steps', '2'])
+  assert malloc.parse_args().steps == 2
