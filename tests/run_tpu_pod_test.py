@@ -124,11 +124,14 @@ def test_status_says_one_line_per_worker(cloud):
                                                 'pid')) for w in (0, 1, 2)), 30, 'pids')
   _wait(lambda: 'trainer on' in open(os.path.join(fake_gcloud.worker_home(root, 1),
                                                   'dssb-run', 'log')).read(), 30, 'trainer 1')
-  os.killpg(_pid(root, 1), signal.SIGTERM)  # worker 1's run saves and exits 143
+  worker_1 = _pid(root, 1)
+  os.killpg(worker_1, signal.SIGTERM)  # worker 1's run saves and exits 143
   os.killpg(_pid(root, 2), signal.SIGKILL)  # worker 2: never started
   os.remove(os.path.join(fake_gcloud.worker_home(root, 2), 'dssb-run', 'pid'))
   _wait(lambda: os.path.exists(os.path.join(fake_gcloud.worker_home(root, 1), 'dssb-run',
                                             'exit_code')), 30, 'exit code')
+  # worker.sh writes the code, then copies the log once more: until then its group is running.
+  _wait(lambda: not _alive(worker_1), 30, "worker 1's last log copy")
   proc = _run_tpu(env, 'status', *POD)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.splitlines()
